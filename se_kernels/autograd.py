@@ -1,0 +1,53 @@
+"""SEFunction: the torch.autograd.Function behind ``squeeze_excite``.
+
+forward op -> small saved tensors -> backward op; the formula lives in
+``autograd_rules`` and is the same one each op registers with ``register_autograd``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import autograd_rules
+from .ops import backend_ops
+
+
+class SEFunction(torch.autograd.Function):
+    """Fused SE on an explicit kernel backend.
+
+    ``SEFunction.apply(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act,
+    backend)`` with 2-D weights and a resolved backend name (``"triton"``, ``"cuda"`` or
+    ``"cpu"``) returns ``(y, pooled, pooled_max, fc1_out, fc2_out)``; only ``y`` is
+    differentiable. Prefer :func:`se_kernels.squeeze_excite`, which validates,
+    reshapes weights and picks the backend first.
+    """
+
+    @staticmethod
+    def forward(
+        x: torch.Tensor,
+        w1: torch.Tensor,
+        b1: Optional[torch.Tensor],
+        w2: Optional[torch.Tensor],
+        b2: Optional[torch.Tensor],
+        residual: Optional[torch.Tensor],
+        pool: str,
+        act: str,
+        gate: str,
+        gain: float,
+        out_act: str,
+        backend: str,
+    ):
+        return backend_ops(backend).forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain,
+                                            out_act)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        backward_op = backend_ops(inputs[-1]).backward
+        autograd_rules.setup_context(ctx, inputs[:-1], output, backward_op)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y, *unused):
+        return autograd_rules.backward(ctx, grad_y) + (None,)

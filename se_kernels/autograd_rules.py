@@ -1,0 +1,73 @@
+"""The backward formula shared by every backend and by both autograd entry points
+(``SEFunction`` and the ``register_autograd`` of each forward op).
+
+The backward op returns dx (and the masked residual grad) plus the two small
+gradients ``dL/d(FC1 out)`` ``[N, R1]`` and ``dL/d(FC2 out)`` ``[N, C]``; the weight and
+bias gradients are then two tiny GEMMs over the batch, done here once for all backends.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from .options import hw_strides
+from .reference import apply_act
+
+# Forward-op arguments after x: w1, b1, w2, b2, residual, pool, act, gate, gain, out_act.
+N_FORWARD_ARGS = 11
+
+
+def setup_context(ctx, inputs: tuple, output: tuple, backward_op: Callable) -> None:
+    """Save what backward needs: x, the small fp32 tensors, and y only for the ReLU mask."""
+    x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act = inputs
+    y, pooled, pooled_max, fc1_out, fc2_out = output
+    ctx.backward_op = backward_op
+    ctx.options = (pool, act, gate, gain, out_act)
+    ctx.has_residual = residual is not None
+    ctx.bias_dtypes = (None if b1 is None else b1.dtype, None if b2 is None else b2.dtype)
+    ctx.save_for_backward(x, y if out_act == "relu" else None, w1, w2, pooled, pooled_max,
+                          fc1_out, fc2_out)
+    ctx.mark_non_differentiable(pooled, pooled_max, fc1_out, fc2_out)
+
+
+def setup_context_for(backward_op: Callable) -> Callable:
+    """A ``register_autograd`` setup_context bound to one backend's backward op."""
+
+    def _setup(ctx, inputs, output):
+        setup_context(ctx, inputs, output, backward_op)
+
+    return _setup
+
+
+def _layout_safe(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Copy a gradient whose H and W do not merge (rare: e.g. a sliced view) once."""
+    if hw_strides(grad) is not None:
+        return grad
+    fmt = torch.channels_last if like.is_contiguous(memory_format=torch.channels_last) else (
+        torch.contiguous_format)
+    return grad.contiguous(memory_format=fmt)
+
+
+def backward(ctx, grad_y: Optional[torch.Tensor], *_unused) -> tuple:
+    """Gradients for the 11 forward-op inputs (None for the option arguments)."""
+    x, out, w1, w2, pooled, pooled_max, fc1_out, fc2_out = ctx.saved_tensors
+    pool, act, gate, gain, out_act = ctx.options
+    needs = ctx.needs_input_grad
+    grad_y = _layout_safe(grad_y, x)
+    dx, d_residual, grad_fc1, grad_fc2 = ctx.backward_op(
+        grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out, ctx.has_residual,
+        pool, act, gate, gain, out_act,
+    )
+    b1_dtype, b2_dtype = ctx.bias_dtypes
+    gw1 = (grad_fc1.t() @ pooled).to(w1.dtype) if needs[1] else None
+    gb1 = grad_fc1.sum(0).to(b1_dtype) if needs[2] else None
+    gw2 = gb2 = None
+    if w2 is not None:
+        gw2 = (grad_fc2.t() @ apply_act(fc1_out, act)).to(w2.dtype) if needs[3] else None
+        gb2 = grad_fc2.sum(0).to(b2_dtype) if needs[4] else None
+    g_res = None
+    if needs[5]:
+        g_res = d_residual if out_act == "relu" else grad_y
+    return (dx if needs[0] else None, gw1, gb1, gw2, gb2, g_res) + (None,) * 5

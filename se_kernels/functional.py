@@ -1,0 +1,73 @@
+"""squeeze_excite: check the inputs once, pick the backend, run SEFunction."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .autograd import SEFunction
+from .backends import resolve_backend
+from .options import as_matrix, check_inputs, hw_strides
+from .reference import squeeze_excite_reference
+
+
+def _mergeable(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Kernels index H*W as one axis; a tensor whose H, W do not merge is copied once."""
+    if t is None or hw_strides(t) is not None:
+        return t
+    return t.contiguous()
+
+
+def squeeze_excite(
+    x: torch.Tensor,
+    w1: torch.Tensor,
+    b1: Optional[torch.Tensor] = None,
+    w2: Optional[torch.Tensor] = None,
+    b2: Optional[torch.Tensor] = None,
+    *,
+    pool: str = "avg",
+    act: str = "relu",
+    gate: str = "sigmoid",
+    gain: float = 1.0,
+    residual: Optional[torch.Tensor] = None,
+    out_act: str = "identity",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Fused Squeeze-and-Excitation: ``out_act(x * gain * gate(FC2(act(FC1(pool(x))))) + residual)``.
+
+    Args:
+        x: ``[N, C, H, W]``, float32/float16/bfloat16 (float64 on ``backend="reference"``),
+            NCHW- or channels_last-contiguous (any other strides are copied once).
+        w1: ``[R, C]`` or ``[R, C, 1, 1]``; ``[C, C]`` for single-FC eSE (``w2=None``).
+        b1: ``[R]`` or None.
+        w2: ``[C, R]`` or ``[C, R, 1, 1]``, or None for single-FC eSE (the gate then
+            takes FC1's output and ``act`` is not used).
+        b2: ``[C]`` or None.
+        pool: ``"avg"`` | ``"avgmax"`` (0.5 * mean + 0.5 * max, as timm ``add_maxpool``).
+        act: ``"relu"`` | ``"silu"`` | ``"identity"``.
+        gate: ``"sigmoid"`` | ``"hard_sigmoid"``.
+        gain: scale applied to the gate (NFNet uses 2.0).
+        residual: optional ``[N, C, H, W]`` tensor added after the scaling.
+        out_act: ``"identity"`` | ``"relu"``, applied after the residual add.
+        backend: ``"auto"`` | ``"cuda"`` | ``"triton"`` | ``"cpu"`` | ``"reference"``.
+
+    Returns:
+        ``[N, C, H, W]`` in x's dtype and memory format.
+
+    Raises:
+        ValueError / TypeError / RuntimeError naming the bad argument, before any kernel
+        runs; ``BackendUnavailableError`` when the requested backend cannot run here.
+    """
+    w1 = as_matrix("w1", w1)
+    w2 = None if w2 is None else as_matrix("w2", w2)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    name = resolve_backend(backend, x)
+    if name == "reference":
+        return squeeze_excite_reference(x, w1, b1, w2, b2, pool=pool, act=act, gate=gate,
+                                        gain=gain, residual=residual, out_act=out_act)
+    check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=True)
+    outputs = SEFunction.apply(_mergeable(x), w1, b1, w2, b2, _mergeable(residual), pool, act,
+                               gate, float(gain), out_act, name)
+    return outputs[0]

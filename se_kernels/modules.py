@@ -1,0 +1,107 @@
+"""SqueezeExcite: the nn.Module front end, with timm-compatible parameter names."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .adapters import UnsupportedSE, read_se
+from .functional import squeeze_excite
+from .options import check_options
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: Optional[int] = None,
+                   round_limit: float = 0.9) -> int:
+    """Round ``v`` to a multiple of ``divisor`` the way timm sizes SE bottlenecks."""
+    min_value = min_value or divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+class SqueezeExcite(nn.Module):
+    """Fused SE block: ``x * gate(fc2(act(fc1(pool(x)))))``.
+
+    ``fc1`` (``C -> R``) and ``fc2`` (``R -> C``) are 1x1 ``nn.Conv2d`` layers, so the
+    state_dict of a timm ``SEModule`` or torchvision ``SqueezeExcitation``
+    (``fc1.*``, ``fc2.*``) loads directly. A module made by :meth:`from_module` from a
+    single-FC eSE has ``fc2 = None``.
+
+    Args:
+        channels: C.
+        rd_ratio: bottleneck ratio, used when ``rd_channels`` is None.
+        rd_channels: R; default ``make_divisible(C * rd_ratio, rd_divisor, round_limit=0)``
+            as timm's ``SEModule``.
+        rd_divisor: rounding of R.
+        act, gate, pool: as :func:`se_kernels.squeeze_excite`.
+        bias: whether fc1/fc2 have biases.
+        backend: kernel backend, ``"auto"`` by default.
+        gain: gate scale (keyword only).
+
+    Shape:
+        ``forward(x [N, C, H, W], residual=None) -> [N, C, H, W]``; ``residual`` (and
+        ``out_act``) fuse the block's shortcut add and ReLU into the kernel's epilogue.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        rd_ratio: float = 1.0 / 16,
+        rd_channels: Optional[int] = None,
+        rd_divisor: int = 8,
+        act: str = "relu",
+        gate: str = "sigmoid",
+        pool: str = "avg",
+        bias: bool = True,
+        backend: str = "auto",
+        *,
+        gain: float = 1.0,
+    ) -> None:
+        super().__init__()
+        check_options(pool, act, gate, "identity", gain)
+        if rd_channels is None:
+            rd_channels = make_divisible(channels * rd_ratio, rd_divisor, round_limit=0.0)
+        self.fc1 = nn.Conv2d(channels, rd_channels, kernel_size=1, bias=bias)
+        self.fc2 = nn.Conv2d(rd_channels, channels, kernel_size=1, bias=bias)
+        self.act, self.gate, self.pool, self.gain, self.backend = act, gate, pool, gain, backend
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+                out_act: str = "identity") -> torch.Tensor:
+        fc2 = self.fc2
+        return squeeze_excite(
+            x, self.fc1.weight, self.fc1.bias, None if fc2 is None else fc2.weight,
+            None if fc2 is None else fc2.bias,
+            pool=self.pool, act=self.act, gate=self.gate, gain=self.gain,
+            residual=residual, out_act=out_act, backend=self.backend,
+        )
+
+    def extra_repr(self) -> str:
+        return (f"pool={self.pool!r}, act={self.act!r}, gate={self.gate!r}, gain={self.gain}, "
+                f"backend={self.backend!r}")
+
+    @classmethod
+    def from_module(cls, module: nn.Module, backend: str = "auto") -> "SqueezeExcite":
+        """Wrap an existing SE module, sharing its parameter tensors (no copies).
+
+        Supports timm ``SEModule`` (without a BatchNorm in the bottleneck),
+        ``EffectiveSEModule`` (single FC: ``fc2`` is None), EfficientNet/MobileNet
+        ``SqueezeExcite``, legacy senet ``SEModule`` and torchvision
+        ``SqueezeExcitation``. The result names its convs ``fc1``/``fc2``; to keep a
+        model's own state_dict keys, use :func:`se_kernels.convert_model` instead.
+
+        Raises:
+            UnsupportedSE: the module's class, act, gate or layers cannot be fused exactly.
+        """
+        spec = read_se(module)
+        if spec.bn is not None:
+            raise UnsupportedSE("the bottleneck has a BatchNorm; convert_model folds it in eval "
+                                "mode, SqueezeExcite.from_module does not")
+        se = cls.__new__(cls)
+        nn.Module.__init__(se)
+        se.fc1 = getattr(module, spec.fc1)
+        se.fc2 = getattr(module, spec.fc2) if spec.fc2 else None
+        se.act, se.gate, se.pool, se.gain, se.backend = spec.act, spec.gate, spec.pool, 1.0, backend
+        return se

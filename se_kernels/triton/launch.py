@@ -1,0 +1,143 @@
+"""Host side of the Triton backend: checks, plan, and the two launches each way.
+
+These functions are the bodies of the ``se_kernels::triton_forward`` and
+``se_kernels::triton_backward`` custom ops (registered in ``se_kernels.ops``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..buffers import backward_outputs, forward_outputs
+from ..options import ACTS, GATES, check_backward_inputs, check_inputs, kernel_strides
+from .config import Plan, heuristics_for, make_plan
+from .excite import excite_kernel
+from .excite_backward import excite_backward_kernel
+from .squeeze import squeeze_kernel
+from .squeeze_backward import squeeze_backward_kernel
+
+
+def _device_guard(x: Tensor):
+    """Triton launches on the current CUDA device: make it x's device."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+def plan_for(x: Tensor, r1: int, pool: str) -> Plan:
+    """The launch plan for x (exposed so tests can see which path a shape takes)."""
+    n, c, h, w = x.shape
+    channels_inner = kernel_strides("x", x)[1] == 1 and c > 1
+    return make_plan(n, c, h * w, r1, channels_inner, allow_split=pool == "avg",
+                     heur=heuristics_for(x.device))
+
+
+def forward(
+    x: Tensor,
+    w1: Tensor,
+    b1: Optional[Tensor],
+    w2: Optional[Tensor],
+    b2: Optional[Tensor],
+    residual: Optional[Tensor],
+    pool: str,
+    act: str,
+    gate: str,
+    gain: float,
+    out_act: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Fused SE forward: returns ``(y, pooled, pooled_max, fc1_out, fc2_out)``."""
+    s = check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=True)
+    outputs = forward_outputs(x, s.R1, s.has_fc2, pool)
+    y, pooled, pooled_max, fc1_out, fc2_out = outputs
+    if s.N == 0:
+        return outputs
+    plan = plan_for(x, s.R1, pool)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    pooled_part = torch.empty((s.N, plan.n_splits, s.C), **f32)
+    fc1_part = torch.empty((s.N, plan.n_parts, s.R1), **f32)
+    res = residual if residual is not None else x
+    w2_or_dummy = w2 if w2 is not None else w1
+    with _device_guard(x):
+        squeeze_kernel[(s.N, plan.n_cblocks, plan.n_splits)](
+            x, w1, pooled_part, pooled_max if pool == "avgmax" else pooled, fc1_part,
+            s.C, s.HW, s.R1, plan.hw_per_split, 1.0 / s.HW,
+            *kernel_strides("x", x), *w1.stride(),
+            POOL_MAX=pool == "avgmax",
+            **plan.reduction_meta,
+        )
+        excite_kernel[(s.N, plan.n_cblocks, plan.n_tiles)](
+            x, res, y, fc1_part, pooled_part,
+            b1 if b1 is not None else w1, w2_or_dummy, b2 if b2 is not None else w1,
+            pooled, fc1_out, fc2_out if s.has_fc2 else fc1_out,
+            s.C, s.HW, s.R1, plan.n_parts, plan.n_splits, plan.hw_per_tile, float(gain),
+            *kernel_strides("x", x), *kernel_strides("residual", res), *kernel_strides("y", y),
+            *w2_or_dummy.stride(),
+            HAS_FC2=s.has_fc2, HAS_B1=b1 is not None, HAS_B2=b2 is not None,
+            HAS_RESIDUAL=residual is not None, OUT_RELU=out_act == "relu",
+            ACT=ACTS[act], GATE=GATES[gate],
+            **plan.streaming_meta,
+        )
+    return outputs
+
+
+def backward(
+    grad_y: Tensor,
+    x: Tensor,
+    out: Optional[Tensor],
+    w1: Tensor,
+    w2: Optional[Tensor],
+    pooled_max: Tensor,
+    fc1_out: Tensor,
+    fc2_out: Tensor,
+    has_residual: bool,
+    pool: str,
+    act: str,
+    gate: str,
+    gain: float,
+    out_act: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Fused SE backward: returns ``(dx, d_residual, grad_fc1_out, grad_fc2_out)``.
+
+    ``out`` (the forward output) is needed only for the ReLU epilogue's mask.
+    """
+    s = check_backward_inputs(grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out,
+                              pool, act, gate, gain, out_act)
+    write_d_residual = has_residual and out_act == "relu"
+    outputs = backward_outputs(x, s.R1, s.has_fc2, write_d_residual)
+    dx, d_residual, grad_fc1, grad_fc2 = outputs
+    if s.N == 0:
+        return outputs
+    plan = plan_for(x, s.R1, pool)
+    f32 = dict(device=x.device, dtype=torch.float32)
+    d_logit_part = torch.empty((s.N, plan.n_splits, s.C), **f32)
+    max_count = torch.empty((s.N, s.C), **f32) if pool == "avgmax" else d_logit_part
+    dh_part = torch.empty((s.N, plan.n_parts, s.R1), **f32) if s.has_fc2 else d_logit_part
+    gate_in = fc2_out if s.has_fc2 else fc1_out
+    o = out if out is not None else x
+    d_res = d_residual if write_d_residual else dx
+    w2_or_dummy = w2 if w2 is not None else w1
+    pmax = pooled_max if pool == "avgmax" else gate_in
+    with _device_guard(x):
+        squeeze_backward_kernel[(s.N, plan.n_cblocks, plan.n_splits)](
+            grad_y, x, o, w2_or_dummy, gate_in, pmax, d_logit_part, max_count, dh_part,
+            s.C, s.HW, s.R1, plan.hw_per_split, float(gain),
+            *kernel_strides("grad_y", grad_y), *kernel_strides("x", x), *kernel_strides("out", o),
+            *w2_or_dummy.stride(),
+            HAS_FC2=s.has_fc2, OUT_RELU=out_act == "relu", POOL_MAX=pool == "avgmax",
+            GATE=GATES[gate],
+            **plan.reduction_meta,
+        )
+        excite_backward_kernel[(s.N, plan.n_cblocks, plan.n_tiles)](
+            grad_y, x, o, dx, d_res, w1, fc1_out, gate_in, pmax, max_count,
+            dh_part, d_logit_part, grad_fc1, grad_fc2 if s.has_fc2 else grad_fc1,
+            s.C, s.HW, s.R1, plan.n_parts, plan.n_splits, plan.hw_per_tile, float(gain),
+            1.0 / s.HW,
+            *kernel_strides("grad_y", grad_y), *kernel_strides("x", x), *kernel_strides("out", o),
+            *kernel_strides("dx", dx), *kernel_strides("d_residual", d_res), *w1.stride(),
+            HAS_FC2=s.has_fc2, OUT_RELU=out_act == "relu", WRITE_D_RESIDUAL=write_d_residual,
+            POOL_MAX=pool == "avgmax", ACT=ACTS[act], GATE=GATES[gate],
+            **plan.streaming_meta,
+        )
+    return outputs

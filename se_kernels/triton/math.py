@@ -1,0 +1,67 @@
+"""Element-wise activation and gate functions (and derivatives) shared by the kernels.
+
+Codes match ``se_kernels.options``: ACT 0 identity, 1 relu, 2 silu; GATE 0 sigmoid,
+1 hard_sigmoid. All arithmetic is float32.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def act_fwd(z, ACT: tl.constexpr):
+    if ACT == 1:
+        z = tl.maximum(z, 0.0)
+    elif ACT == 2:
+        z = z * tl.sigmoid(z)
+    return z
+
+
+@triton.jit
+def act_grad(z, ACT: tl.constexpr):
+    """d act / dz at the pre-activation z (relu: 0 at z == 0, as torch)."""
+    if ACT == 1:
+        d = tl.where(z > 0.0, 1.0, 0.0)
+    elif ACT == 2:
+        sig = tl.sigmoid(z)
+        d = sig * (1.0 + z * (1.0 - sig))
+    else:
+        d = tl.full(z.shape, 1.0, tl.float32)
+    return d
+
+
+@triton.jit
+def gate_fwd(z, GATE: tl.constexpr):
+    if GATE == 0:
+        s = tl.sigmoid(z)
+    else:
+        s = tl.minimum(tl.maximum(z + 3.0, 0.0), 6.0) / 6.0
+    return s
+
+
+@triton.jit
+def gate_grad(z, GATE: tl.constexpr):
+    """d gate / dz at the gate input z (hard_sigmoid: 1/6 strictly inside (-3, 3))."""
+    if GATE == 0:
+        s = tl.sigmoid(z)
+        d = s * (1.0 - s)
+    else:
+        d = tl.where((z > -3.0) & (z < 3.0), 1.0 / 6.0, 0.0)
+    return d
+
+
+@triton.jit
+def sum_parts(ptr, n_rows, row_stride, cols, col_mask, BLOCK_ROWS: tl.constexpr):
+    """Sum rows ``ptr[0:n_rows, cols]`` of a float32 buffer in a fixed order.
+
+    Loads ``[BLOCK_ROWS, len(cols)]`` tiles, so adding many partials costs few
+    instructions; the order is fixed by the launch plan, so the result is bitwise
+    reproducible (no atomics).
+    """
+    total = tl.zeros(cols.shape, dtype=tl.float32)
+    for row0 in range(0, n_rows, BLOCK_ROWS):
+        rows = row0 + tl.arange(0, BLOCK_ROWS)
+        tile = tl.load(ptr + rows[:, None] * row_stride + cols[None, :],
+                       mask=(rows < n_rows)[:, None] & col_mask[None, :], other=0.0)
+        total += tl.sum(tile, axis=0)
+    return total

@@ -1,0 +1,165 @@
+"""Every kernel backend against the float64 reference, forward and backward.
+
+Under the tolerance rule of conftest.py, at odd shapes, both layouts, all dtypes and
+every option. Runs the Triton kernels on the CPU interpreter when there is no GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from conftest import (BATCHES, CHANNELS, DTYPES, HAS_GPU, LAYOUTS, SPATIAL, Case, backend_device,
+                      check_against_reference, make_inputs, run_se)
+
+import se_kernels
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("N", BATCHES)
+@pytest.mark.parametrize("HW", SPATIAL)
+@pytest.mark.parametrize("C", CHANNELS)
+def test_shapes(backend, C, HW, N, layout, dtype):
+    """Odd and prime sizes with default options, forward and all gradients."""
+    R = max(1, C // 16)
+    check_against_reference(Case(N=N, C=C, H=HW, W=HW, R=R, layout=layout, dtype=dtype), backend)
+
+
+EPILOGUES = [(False, "identity"), (True, "identity"), (False, "relu"), (True, "relu")]
+
+
+def _option_cases() -> list[Case]:
+    """Every combination of options; each in both layouts.
+
+    On a GPU each combination runs in every dtype; under the CPU interpreter the dtype
+    cycles with the combination, so each dtype still meets every option value.
+    """
+    combos = [
+        dict(two_fc=two_fc, bias=bias, pool=pool, act=act if two_fc else "identity", gate=gate,
+             residual=res, out_act=out_act)
+        for two_fc in (True, False)
+        for pool, act, gate, bias, (res, out_act) in itertools.product(
+            ("avg", "avgmax"), ("relu", "silu", "identity") if two_fc else ("identity",),
+            ("sigmoid", "hard_sigmoid"), (True, False), EPILOGUES)
+    ]
+    cases = []
+    for i, combo in enumerate(combos):
+        for j, layout in enumerate(LAYOUTS):
+            dtypes = DTYPES if HAS_GPU else (DTYPES[(i + j) % len(DTYPES)],)
+            for dtype in dtypes:
+                cases.append(Case(N=2, C=19, H=5, W=5, R=6, layout=layout, dtype=dtype,
+                                  gain=2.0 if i % 2 else 1.0, **combo))
+    return cases
+
+
+def _case_id(c: Case) -> str:
+    return (f"{'fc2' if c.two_fc else 'ese'}-{c.pool}-{c.act}-{c.gate}-"
+            f"{'bias' if c.bias else 'nobias'}-{'res' if c.residual else 'nores'}-{c.out_act}-"
+            f"g{c.gain}-{c.layout}-{str(c.dtype)[6:]}")
+
+
+@pytest.mark.parametrize("case", _option_cases(), ids=_case_id)
+def test_options(backend, case):
+    check_against_reference(case, backend)
+
+
+def test_hw_split_path(backend):
+    """A small-batch, few-channel shape: reductions split HW across programs."""
+    case = Case(N=1, C=3, H=13, W=13, R=2)
+    if backend == "triton":
+        from se_kernels.triton.launch import plan_for
+
+        x = make_inputs(case, backend_device(backend)).x
+        assert plan_for(x, case.R, "avg").n_splits > 1
+    check_against_reference(case, backend)
+    check_against_reference(case.but(layout="channels_last", residual=True, out_act="relu"),
+                            backend)
+
+
+def test_large_spatial(backend):
+    """Many HW tiles per program (56 x 56) in both layouts."""
+    for layout in LAYOUTS:
+        check_against_reference(Case(N=1, C=5, H=56, W=56, R=2, layout=layout), backend)
+
+
+@pytest.mark.parametrize("two_fc", [True, False])
+def test_avgmax_ties_share_the_gradient(backend, two_fc):
+    """Repeated maxima split the max-pool gradient evenly, as torch.amax's backward."""
+    case = Case(N=2, C=9, H=6, W=6, R=4, pool="avgmax", two_fc=two_fc)
+    device = backend_device(backend)
+    inputs = make_inputs(case, device)
+    with torch.no_grad():  # 5 distinct values: every channel's max is tied several times
+        inputs.x.copy_(torch.randint(-2, 3, inputs.x.shape, generator=torch.Generator().manual_seed(3)))
+        inputs.x[0, 0] = 2.0  # a whole channel of ties
+    y = run_se(inputs, case, backend)
+    truth_in = inputs.converted(torch.float64, device="cpu")
+    truth = run_se(truth_in, case, "reference")
+    (gx,) = torch.autograd.grad(y.sum(), [inputs.x])
+    (tx,) = torch.autograd.grad(truth.sum(), [truth_in.x])
+    torch.testing.assert_close(gx.double().cpu(), tx, rtol=1e-5, atol=1e-6)
+
+
+def test_empty_batch(backend):
+    case = Case(N=0)
+    inputs = make_inputs(case, backend_device(backend))
+    y = run_se(inputs, case, backend)
+    assert y.shape == (0, case.C, case.H, case.W)
+    y.sum().backward()
+    assert inputs.x.grad.shape == inputs.x.shape
+    assert inputs.w1.grad.abs().sum().item() == 0.0
+
+
+def test_non_mergeable_input_is_copied_once(backend):
+    """x whose H and W do not merge into one index (a strided slice) is still right."""
+    device = backend_device(backend)
+    base = torch.randn(2, 6, 10, 7, device=device)
+    x = base[:, :, ::2].requires_grad_()  # H stride 14 != W * W stride 7: H, W do not merge
+    assert se_kernels.options.hw_strides(x) is None
+    w1, w2 = torch.randn(3, 6, device=device), torch.randn(6, 3, device=device)
+    y = se_kernels.squeeze_excite(x, w1, None, w2, backend=backend)
+    ref = se_kernels.squeeze_excite_reference(x.double(), w1.double(), None, w2.double())
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+
+
+def test_mixed_layouts_and_expanded_grad(backend):
+    """channels_last x with an NCHW residual, and the stride-0 grad of y.sum()."""
+    device = backend_device(backend)
+    x = torch.randn(3, 10, 5, 7, device=device).contiguous(memory_format=torch.channels_last)
+    res = torch.randn(3, 10, 5, 7, device=device)
+    x.requires_grad_()
+    res.requires_grad_()
+    w1 = torch.randn(4, 10, device=device, requires_grad=True)
+    w2 = torch.randn(10, 4, device=device, requires_grad=True)
+    kw = dict(residual=res, out_act="relu")
+    y = se_kernels.squeeze_excite(x, w1, None, w2, backend=backend, **kw)
+    grads = torch.autograd.grad(y.sum(), [x, res, w1, w2])
+    args64 = [t.detach().double().requires_grad_() for t in (x, res, w1, w2)]
+    ref = se_kernels.squeeze_excite_reference(args64[0], args64[2], None, args64[3],
+                                              residual=args64[1], out_act="relu")
+    ref_grads = torch.autograd.grad(ref.sum(), args64)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("weight_dtype", [torch.float16, torch.bfloat16, torch.float64],
+                         ids=str)
+def test_weight_dtypes_and_conv_shapes(backend, weight_dtype):
+    """Weights in any float dtype, as [R, C, 1, 1] conv weights; grads keep their dtype."""
+    case = Case(N=2, C=11, H=4, W=4, R=3)
+    device = backend_device(backend)
+    inputs = make_inputs(case, device, weight_dtype=weight_dtype)
+    w1 = inputs.w1.detach().view(case.R, case.C, 1, 1).requires_grad_()
+    w2 = inputs.w2.detach().view(case.C, case.R, 1, 1).requires_grad_()
+    y = se_kernels.squeeze_excite(inputs.x, w1, inputs.b1, w2, inputs.b2, backend=backend)
+    ref = se_kernels.squeeze_excite_reference(inputs.x.double(), w1.double(), inputs.b1.double(),
+                                              w2.double(), inputs.b2.double())
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    gw1, gw2 = torch.autograd.grad(y.sum(), [w1, w2])
+    assert gw1.dtype == weight_dtype and gw1.shape == w1.shape
+    assert gw2.dtype == weight_dtype and gw2.shape == w2.shape
