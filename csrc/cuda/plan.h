@@ -1,0 +1,39 @@
+// How a CUDA launch cuts the problem: channel blocks, HW splits, vector width.
+// Shared by the forward and backward launchers (host code).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <initializer_list>
+
+#include "../se_host.h"
+
+namespace se_kernels::cuda {
+
+struct Plan {
+  int vec;            // elements per 128-bit access (1: scalar path)
+  bool channels_last; // C is the contiguous dimension of x
+  int block_c;        // channels per CTA (<= kMaxBlockC)
+  int n_cblocks;
+  int n_splits;       // reduction kernels: HW ranges per (sample, channel block)
+  int64_t hw_per_split;
+  int n_tiles;        // streaming kernels: HW tiles per (sample, channel block)
+  int64_t hw_per_tile;
+  int64_t n_parts() const { return static_cast<int64_t>(n_cblocks) * n_splits; }
+  // (sample, channel block, HW piece): N rides on x, the only axis allowed past 65535.
+  dim3 grid(int64_t N, int pieces) const {
+    return dim3(static_cast<unsigned>(N), static_cast<unsigned>(n_cblocks),
+                static_cast<unsigned>(pieces));
+  }
+};
+
+// tensors: every full-size tensor the kernels touch (x first). 128-bit access is used
+// only when they all share x's strides, the contiguous extent divides by the vector
+// width, and every pointer is 16-byte aligned; otherwise the scalar path handles any
+// mergeable strides (mixed layouts, expanded gradients).
+Plan make_plan(const Problem& p, const HWStrides& xs, bool allow_split,
+               std::initializer_list<at::Tensor> tensors);
+
+}  // namespace se_kernels::cuda

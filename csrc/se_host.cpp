@@ -1,0 +1,156 @@
+#include "se_host.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/Exception.h>
+
+namespace se_kernels {
+
+Options parse_options(std::string_view pool, std::string_view act, std::string_view gate,
+                      double gain, std::string_view out_act) {
+  Options o{};
+  if (pool == "avg") o.pool = Pool::Avg;
+  else if (pool == "avgmax") o.pool = Pool::AvgMax;
+  else TORCH_CHECK_VALUE(false, "pool must be one of ['avg', 'avgmax'], got '", pool, "'");
+  if (act == "identity") o.act = Act::Identity;
+  else if (act == "relu") o.act = Act::Relu;
+  else if (act == "silu") o.act = Act::Silu;
+  else TORCH_CHECK_VALUE(false, "act must be one of ['identity', 'relu', 'silu'], got '", act, "'");
+  if (gate == "sigmoid") o.gate = Gate::Sigmoid;
+  else if (gate == "hard_sigmoid") o.gate = Gate::HardSigmoid;
+  else TORCH_CHECK_VALUE(false, "gate must be one of ['hard_sigmoid', 'sigmoid'], got '", gate, "'");
+  TORCH_CHECK_VALUE(out_act == "identity" || out_act == "relu",
+                    "out_act must be one of ['identity', 'relu'], got '", out_act, "'");
+  o.out_relu = out_act == "relu";
+  o.gain = static_cast<float>(gain);
+  return o;
+}
+
+std::optional<HWStrides> hw_strides(const at::Tensor& t) {
+  const int64_t h = t.size(2), w = t.size(3);
+  if (h == 1) return HWStrides{t.stride(0), t.stride(1), t.stride(3)};
+  if (w == 1) return HWStrides{t.stride(0), t.stride(1), t.stride(2)};
+  if (t.stride(2) == w * t.stride(3)) return HWStrides{t.stride(0), t.stride(1), t.stride(3)};
+  return std::nullopt;
+}
+
+HWStrides kernel_strides(const char* name, const at::Tensor& t) {
+  auto s = hw_strides(t);
+  TORCH_CHECK_VALUE(s.has_value(), name, " has strides ", t.strides(), " for shape ", t.sizes(),
+                    ": the kernels need H and W to merge into one index (NCHW- or "
+                    "channels_last-contiguous); call .contiguous() first");
+  return *s;
+}
+
+namespace {
+
+bool is_kernel_dtype(at::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
+}
+
+void check_weight(const char* name, const at::Tensor& w, const at::Tensor& x) {
+  TORCH_CHECK_TYPE(at::isFloatingType(w.scalar_type()), name, " must be a float tensor, got ",
+                   w.scalar_type());
+  TORCH_CHECK(w.device() == x.device(), name, " is on ", w.device(), " but x is on ", x.device(),
+              "; all tensors must share a device");
+}
+
+void expect(const char* name, const at::Tensor& t, at::IntArrayRef shape, at::ScalarType dtype,
+            const at::Tensor& x) {
+  TORCH_CHECK_VALUE(t.defined() && t.sizes() == shape && t.scalar_type() == dtype &&
+                        t.device() == x.device(),
+                    name, " must be ", shape, " ", dtype, " on ", x.device(), ", got ",
+                    t.defined() ? t.sizes() : at::IntArrayRef{}, " ",
+                    t.defined() ? t.scalar_type() : dtype);
+}
+
+}  // namespace
+
+Problem check_forward(const at::Tensor& x, const at::Tensor& w1,
+                      const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
+                      const std::optional<at::Tensor>& b2,
+                      const std::optional<at::Tensor>& residual) {
+  TORCH_CHECK_VALUE(x.dim() == 4, "x must be 4-D [N, C, H, W], got shape ", x.sizes());
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
+  TORCH_CHECK_VALUE(C >= 1 && HW >= 1, "x must have C >= 1 and H*W >= 1, got shape ", x.sizes());
+  TORCH_CHECK_TYPE(is_kernel_dtype(x.scalar_type()), "x has dtype ", x.scalar_type(),
+                   "; the fused kernels take float32, float16 or bfloat16 (float64 runs only on "
+                   "backend='reference')");
+  TORCH_CHECK_VALUE(w1.dim() == 2 && w1.size(1) == C, "w1 must have shape [R, C=", C,
+                    "] to match x, got ", w1.sizes());
+  const int64_t R1 = w1.size(0);
+  check_weight("w1", w1, x);
+  const bool has_fc2 = w2.has_value() && w2->defined();
+  if (has_fc2) {
+    TORCH_CHECK_VALUE(w2->dim() == 2 && w2->size(0) == C && w2->size(1) == R1,
+                      "w2 must have shape [C=", C, ", R=", R1, "] to match x and w1, got ",
+                      w2->sizes());
+    check_weight("w2", *w2, x);
+  } else {
+    TORCH_CHECK_VALUE(R1 == C, "with w2=None (single-FC eSE) w1 must be square [C=", C, ", C=", C,
+                      "], got ", w1.sizes());
+    TORCH_CHECK_VALUE(!(b2.has_value() && b2->defined()),
+                      "b2 was given but w2 is None; single-FC eSE has no second bias");
+  }
+  if (b1.has_value() && b1->defined()) {
+    TORCH_CHECK_VALUE(b1->dim() == 1 && b1->size(0) == R1, "b1 must have shape [", R1,
+                      "] (w1's output size), got ", b1->sizes());
+    check_weight("b1", *b1, x);
+  }
+  if (b2.has_value() && b2->defined()) {
+    TORCH_CHECK_VALUE(b2->dim() == 1 && b2->size(0) == C, "b2 must have shape [C=", C, "], got ",
+                      b2->sizes());
+    check_weight("b2", *b2, x);
+  }
+  if (residual.has_value() && residual->defined()) {
+    TORCH_CHECK_VALUE(residual->sizes() == x.sizes(), "residual must have x's shape ", x.sizes(),
+                      ", got ", residual->sizes());
+    TORCH_CHECK(residual->device() == x.device(), "residual is on ", residual->device(),
+                " but x is on ", x.device());
+    TORCH_CHECK_TYPE(residual->scalar_type() == x.scalar_type(), "residual must have x's dtype ",
+                     x.scalar_type(), ", got ", residual->scalar_type());
+  }
+  return Problem{N, C, HW, R1, has_fc2};
+}
+
+Problem check_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                       const std::optional<at::Tensor>& out, const at::Tensor& w1,
+                       const std::optional<at::Tensor>& w2, const at::Tensor& pooled_max,
+                       const at::Tensor& fc1_out, const at::Tensor& fc2_out,
+                       const Options& opts) {
+  const Problem p = check_forward(x, w1, std::nullopt, w2, std::nullopt, std::nullopt);
+  expect("grad_y", grad_y, x.sizes(), x.scalar_type(), x);
+  if (opts.out_relu) {
+    expect("out (the forward output, needed by out_act='relu')",
+           out.has_value() ? *out : at::Tensor(), x.sizes(), x.scalar_type(), x);
+  }
+  expect("fc1_out", fc1_out, {p.N, p.R1}, at::kFloat, x);
+  expect("fc2_out", fc2_out, p.has_fc2 ? at::IntArrayRef{p.N, p.C} : at::IntArrayRef{0},
+         at::kFloat, x);
+  expect("pooled_max", pooled_max,
+         opts.pool == Pool::AvgMax ? at::IntArrayRef{p.N, p.C} : at::IntArrayRef{0}, at::kFloat,
+         x);
+  return p;
+}
+
+at::Tensor float_buffer(const at::Tensor& like, at::IntArrayRef shape) {
+  return at::empty(shape, like.options().dtype(at::kFloat));
+}
+
+ForwardOutputs forward_outputs(const at::Tensor& x, const Problem& p, const Options& opts) {
+  const bool avgmax = opts.pool == Pool::AvgMax;
+  return {at::empty_like(x), float_buffer(x, {p.N, p.C}), float_buffer(x, avgmax ? at::IntArrayRef{p.N, p.C} : at::IntArrayRef{0}),
+          float_buffer(x, {p.N, p.R1}), float_buffer(x, p.has_fc2 ? at::IntArrayRef{p.N, p.C} : at::IntArrayRef{0})};
+}
+
+BackwardOutputs backward_outputs(const at::Tensor& x, const Problem& p, bool write_d_residual) {
+  return {at::empty_like(x), write_d_residual ? at::empty_like(x) : float_buffer(x, {0}),
+          float_buffer(x, {p.N, p.R1}), float_buffer(x, p.has_fc2 ? at::IntArrayRef{p.N, p.C} : at::IntArrayRef{0})};
+}
+
+at::Tensor as_float(const std::optional<at::Tensor>& t) {
+  if (!t.has_value() || !t->defined()) return at::Tensor();
+  return t->to(at::kFloat).contiguous();
+}
+
+}  // namespace se_kernels

@@ -1,0 +1,55 @@
+// Host-side pieces shared by every C++ backend: input checks, strides, output allocation.
+// The checks mirror se_kernels/options.py and the allocation mirrors
+// se_kernels/buffers.py (the fake implementations), so every backend agrees on shapes.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <optional>
+#include <tuple>
+
+#include "se_options.h"
+
+namespace se_kernels {
+
+// Strides of a 4-D tensor viewed as [N, C, H*W]; valid when H and W merge into one index.
+struct HWStrides {
+  int64_t n, c, hw;
+};
+
+std::optional<HWStrides> hw_strides(const at::Tensor& t);
+HWStrides kernel_strides(const char* name, const at::Tensor& t);  // throws if not mergeable
+
+struct Problem {
+  int64_t N, C, HW, R1;  // R1: FC1 output width (R, or C for single-FC eSE)
+  bool has_fc2;
+};
+
+Problem check_forward(const at::Tensor& x, const at::Tensor& w1,
+                      const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
+                      const std::optional<at::Tensor>& b2,
+                      const std::optional<at::Tensor>& residual);
+
+Problem check_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                       const std::optional<at::Tensor>& out, const at::Tensor& w1,
+                       const std::optional<at::Tensor>& w2, const at::Tensor& pooled_max,
+                       const at::Tensor& fc1_out, const at::Tensor& fc2_out,
+                       const Options& opts);
+
+using ForwardOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+using BackwardOutputs = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// (y, pooled, pooled_max, fc1_out, fc2_out), as se_kernels.buffers.forward_outputs.
+ForwardOutputs forward_outputs(const at::Tensor& x, const Problem& p, const Options& opts);
+// (dx, d_residual, grad_fc1_out, grad_fc2_out), as se_kernels.buffers.backward_outputs.
+BackwardOutputs backward_outputs(const at::Tensor& x, const Problem& p, bool write_d_residual);
+
+// An uninitialised float32 buffer on like's device (kernel scratch and small outputs).
+at::Tensor float_buffer(const at::Tensor& like, at::IntArrayRef shape);
+
+// A float32 contiguous version of a small weight/bias (no copy when it already is one);
+// undefined when absent. Kernels then read weights as plain float arrays.
+at::Tensor as_float(const std::optional<at::Tensor>& t);
+
+}  // namespace se_kernels

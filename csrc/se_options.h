@@ -1,0 +1,24 @@
+// Option codes shared by every C++ backend; they mirror se_kernels/options.py.
+#pragma once
+
+#include <string_view>
+
+namespace se_kernels {
+
+enum class Pool : int { Avg = 0, AvgMax = 1 };
+enum class Act : int { Identity = 0, Relu = 1, Silu = 2 };
+enum class Gate : int { Sigmoid = 0, HardSigmoid = 1 };
+
+struct Options {
+  Pool pool;
+  Act act;
+  Gate gate;
+  float gain;
+  bool out_relu;  // out_act == "relu"
+};
+
+// Parses the schema's option strings; throws (TORCH_CHECK) naming the bad argument.
+Options parse_options(std::string_view pool, std::string_view act, std::string_view gate,
+                      double gain, std::string_view out_act);
+
+}  // namespace se_kernels
