@@ -61,15 +61,20 @@ def extensions():
 
     with_cuda = want_cuda(CUDA_HOME)
     sources = [s for s in read_sources() if with_cuda or not s.startswith("csrc/cuda/")]
-    cxx_flags = ["-O3", "-Wno-unknown-pragmas", *cpu_simd_flags()]  # torch headers: #pragma unroll
+    # -fopenmp: at::parallel_for is an inline OpenMP region in torch's headers; without it
+    # the CPU kernels silently run on one thread. libgomp resolves to torch's own copy.
+    cxx_flags = ["-O3", "-fopenmp", "-Wno-unknown-pragmas", *cpu_simd_flags()]
+    link_flags = ["-fopenmp"]
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
         ext = CUDAExtension(
             "se_kernels._C", sources,
             extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
+            extra_link_args=link_flags,
         )
     else:
-        ext = CppExtension("se_kernels._C", sources, extra_compile_args={"cxx": cxx_flags})
+        ext = CppExtension("se_kernels._C", sources, extra_compile_args={"cxx": cxx_flags},
+                           extra_link_args=link_flags)
     print(f"se_kernels: building the extension with{'' if with_cuda else 'out'} CUDA kernels")
     return [ext], {"build_ext": BuildExtension}
 

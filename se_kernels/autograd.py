@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from . import autograd_rules
-from .ops import backend_ops
+from .ops import backend_ops, call_without_autograd
 
 
 class SEFunction(torch.autograd.Function):
@@ -26,6 +26,7 @@ class SEFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(
+        ctx,
         x: torch.Tensor,
         w1: torch.Tensor,
         b1: Optional[torch.Tensor],
@@ -39,13 +40,13 @@ class SEFunction(torch.autograd.Function):
         out_act: str,
         backend: str,
     ):
-        return backend_ops(backend).forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain,
-                                            out_act)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        backward_op = backend_ops(inputs[-1]).backward
-        autograd_rules.setup_context(ctx, inputs[:-1], output, backward_op)
+        # Classic forward(ctx, ...): a separate setup_context makes every apply() bind
+        # arguments through inspect.signature, which costs more than a small kernel.
+        ops = backend_ops(backend)
+        inputs = (x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act)
+        outputs = call_without_autograd(ops.forward, *inputs)
+        autograd_rules.setup_context(ctx, inputs, outputs, ops.backward)
+        return outputs
 
     @staticmethod
     @torch.autograd.function.once_differentiable

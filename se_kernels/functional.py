@@ -8,6 +8,7 @@ import torch
 
 from .autograd import SEFunction
 from .backends import resolve_backend
+from .ops import backend_ops, call_without_autograd
 from .options import as_matrix, check_inputs, hw_strides
 from .reference import squeeze_excite_reference
 
@@ -68,6 +69,9 @@ def squeeze_excite(
         return squeeze_excite_reference(x, w1, b1, w2, b2, pool=pool, act=act, gate=gate,
                                         gain=gain, residual=residual, out_act=out_act)
     check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=True)
-    outputs = SEFunction.apply(_mergeable(x), w1, b1, w2, b2, _mergeable(residual), pool, act,
-                               gate, float(gain), out_act, name)
-    return outputs[0]
+    args = (_mergeable(x), w1, b1, w2, b2, _mergeable(residual), pool, act, gate, float(gain),
+            out_act)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, w1, b1, w2, b2, residual)):
+        return SEFunction.apply(*args, name)[0]
+    return call_without_autograd(backend_ops(name).forward, *args)[0]  # no graph to build

@@ -2,10 +2,11 @@
 //
 // Both kernels have the same three stages, like the GPU's two launches:
 //   reduce  (sample, channel block, HW split) -> per-channel partial sums
-//   sample  (sample)                          -> the small FC / gate maths
+//   sample  (a range of samples)              -> the FC / gate maths (small GEMMs)
 //   stream  (rows of the contiguous dimension) -> the full-size output
-// When a whole sample fits in cache and there are enough samples for every thread,
-// one task runs all three stages for a sample, so the second read of x hits cache.
+// When a whole sample fits in cache, its weights are small beside it, and there are
+// enough samples for every thread, one task runs all three stages for a sample, so the
+// second read of x hits cache. Otherwise the FCs run once over the whole batch.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -13,6 +14,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
+#include <vector>
 
 #include "../se_host.h"
 
@@ -46,6 +49,27 @@ struct OutputInLayout {
   }
 };
 
+// Several float32 scratch arrays carved from one allocation. Allocating it before the
+// outputs keeps the large output off the top of the heap: freeing a top-most block
+// lets glibc trim it, and the next call then page-faults it back in (measured: ~100
+// faults and up to 2x the time of a 3 MB layer).
+class ScratchFloats {
+ public:
+  ScratchFloats(const at::Tensor& like, std::initializer_list<int64_t> sizes) {
+    int64_t total = 0;
+    for (int64_t s : sizes) {
+      offsets_.push_back(total);
+      total += s;
+    }
+    buffer_ = float_buffer(like, {total});
+  }
+  float* operator[](size_t i) const { return buffer_.data_ptr<float>() + offsets_[i]; }
+
+ private:
+  at::Tensor buffer_;
+  std::vector<int64_t> offsets_;
+};
+
 constexpr int64_t kSampleCacheBytes = 512 * 1024;  // a sample's x this small stays in L2
 constexpr int64_t kStreamGrain = 16384;            // elements per streaming task, at least
 
@@ -57,8 +81,10 @@ struct Plan {
 
 inline Plan make_plan(const Problem& p, bool channels_last, int64_t element_size, bool allow_split) {
   const int64_t threads = at::get_num_threads();
+  const int64_t sample_bytes = p.C * p.HW * element_size;
+  const int64_t weight_bytes = (p.has_fc2 ? 2 : 1) * p.R1 * p.C * static_cast<int64_t>(sizeof(float));
   Plan plan{};
-  plan.per_sample = p.N >= threads && p.C * p.HW * element_size <= kSampleCacheBytes;
+  plan.per_sample = p.N >= threads && sample_bytes <= kSampleCacheBytes && 4 * weight_bytes <= sample_bytes;
   if (plan.per_sample) {
     plan.cblock = p.C;
   } else {  // NCHW: a few channel rows per task; channels_last: wide vectors of channels
@@ -76,7 +102,7 @@ inline Plan make_plan(const Problem& p, bool channels_last, int64_t element_size
 }
 
 // Runs the three stages of a kernel K, which provides
-//   reduce(n, c0, c1, split, hw0, hw1), sample(n) and stream(row0, row1),
+//   reduce(n, c0, c1, split, hw0, hw1), sample_range(n0, n1) and stream(row0, row1),
 // where stream rows are (n, c) pairs for NCHW and (n, hw) pairs for channels_last.
 template <typename K>
 void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last) {
@@ -86,7 +112,7 @@ void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last) {
     at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         k.reduce(n, 0, p.C, 0, 0, p.HW);
-        k.sample(n);
+        k.sample_range(n, n + 1);
         k.stream(n * rows_per_sample, (n + 1) * rows_per_sample);
       }
     });
@@ -102,9 +128,7 @@ void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last) {
                std::min(hw0 + plan.hw_per_split, p.HW));
     }
   });
-  at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) k.sample(n);
-  });
+  k.sample_range(0, p.N);  // the GEMMs split across threads inside
   const int64_t grain = std::max<int64_t>(1, kStreamGrain / row_len);
   at::parallel_for(0, p.N * rows_per_sample, grain,
                    [&](int64_t r0, int64_t r1) { k.stream(r0, r1); });

@@ -56,4 +56,45 @@ inline void for_vectors(int64_t len, Fn&& fn) {
   for (int64_t i = 0; i < len; i += kLanes) fn(i, std::min(kLanes, len - i));
 }
 
+// Like for_vectors, for reductions: fn(lane, offset, count) with lane in 0..3 cycling
+// over consecutive vectors, so four accumulators break the add/FMA latency chain.
+// Combine them as (a0 + a1) + (a2 + a3): the order is fixed, the result reproducible.
+template <typename Fn>
+inline void for_vectors_x4(int64_t len, Fn&& fn) {
+  int64_t i = 0;
+  for (; i + 4 * kLanes <= len; i += 4 * kLanes) {
+    fn(0, i, kLanes);
+    fn(1, i + kLanes, kLanes);
+    fn(2, i + 2 * kLanes, kLanes);
+    fn(3, i + 3 * kLanes, kLanes);
+  }
+  for (; i < len; i += kLanes) fn(0, i, std::min(kLanes, len - i));
+}
+
+inline fVec combine4(const fVec (&acc)[4]) { return (acc[0] + acc[1]) + (acc[2] + acc[3]); }
+
+inline fVec max4(const fVec (&acc)[4]) {
+  return at::vec::maximum(at::vec::maximum(acc[0], acc[1]), at::vec::maximum(acc[2], acc[3]));
+}
+
+}  // namespace se_kernels::cpu
+
+namespace se_kernels::cpu {
+
+// Calls fn(std::bool_constant<f0>{}, std::bool_constant<f1>{}, ...) for run-time flags,
+// so inner loops test them with `if constexpr` and compile to straight-line code.
+template <typename Fn>
+inline void with_static_flags(Fn&& fn) {
+  fn();
+}
+
+template <typename Fn, typename... Flags>
+inline void with_static_flags(Fn&& fn, bool flag, Flags... rest) {
+  if (flag) {
+    with_static_flags([&](auto... fs) { fn(std::true_type{}, fs...); }, rest...);
+  } else {
+    with_static_flags([&](auto... fs) { fn(std::false_type{}, fs...); }, rest...);
+  }
+}
+
 }  // namespace se_kernels::cpu

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Configure and build the ops library through CMake (the same sources as setup.py),
+# then check it loads and registers a kernel for every op. Run inside the set-up env.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+with_cuda=OFF
+if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ] && [ "${SE_KERNELS_NO_CUDA:-0}" != "1" ]; then
+  with_cuda=ON
+fi
+cmake -S . -B build/cmake -DSE_KERNELS_WITH_CUDA=$with_cuda \
+  -DCMAKE_PREFIX_PATH="$(python -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
+  -DCMAKE_CUDA_COMPILER="${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" \
+  -DCUDA_TOOLKIT_ROOT_DIR="${CUDA_HOME:-/usr/local/cuda}" \
+  -DCUDA_nvrtc_LIBRARY="$(ls "$site"/nvidia/cu*/lib/libnvrtc.so.* 2>/dev/null | head -n1)" >/dev/null
+cmake --build build/cmake -j"${MAX_JOBS:-$(nproc)}" >/dev/null
+SE_WITH_CUDA=$with_cuda python - <<'PY'
+import os
+import torch
+
+torch.ops.load_library("build/cmake/libse_kernels_ops.so")
+keys = ["CPU"] + (["CUDA"] if os.environ["SE_WITH_CUDA"] == "ON" else [])
+missing = [f"se_kernels::{op} {key}" for op in ("forward", "backward") for key in keys
+           if not torch._C._dispatch_has_kernel_for_dispatch_key(f"se_kernels::{op}", key)]
+if missing:
+    raise SystemExit(f"CMake build: no kernel registered for {missing}")
+print(f"CMake build OK: forward and backward registered for {keys}")
+PY

@@ -1,0 +1,33 @@
+"""The compiled extension: built, loaded, and a kernel registered for every op."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from se_kernels.backends import PROBE
+
+OPS = ("forward", "backward")
+
+
+def _registered(key: str) -> list[str]:
+    return [op for op in OPS
+            if torch._C._dispatch_has_kernel_for_dispatch_key(f"se_kernels::{op}", key)]
+
+
+def test_extension_loads_with_cpu_kernels():
+    if PROBE.extension is not None:
+        if os.environ.get("SE_EXPECT_CUDA_BUILD") == "1":
+            pytest.fail(f"CI expects the compiled extension: {PROBE.extension}")
+        pytest.skip(PROBE.extension)
+    assert _registered("CPU") == list(OPS)
+
+
+@pytest.mark.skipif(os.environ.get("SE_EXPECT_CUDA_BUILD") != "1",
+                    reason="set SE_EXPECT_CUDA_BUILD=1 where nvcc is present (CI does)")
+def test_cuda_kernels_are_built():
+    """Built with nvcc (no GPU needed): CUDA kernels registered for every op."""
+    assert PROBE.extension is None, PROBE.extension
+    assert _registered("CUDA") == list(OPS)
