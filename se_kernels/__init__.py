@@ -3,17 +3,22 @@
 Public names only; see README.md and DESIGN.md for the maths and the kernel design.
 """
 
+from .adapters import UnsupportedSE
 from .autograd import SEFunction
 from .backends import BackendUnavailableError, available_backends
+from .convert import ConversionSummary, convert_model
 from .functional import squeeze_excite
 from .modules import SqueezeExcite
 from .reference import squeeze_excite_reference
 
 __all__ = [
     "BackendUnavailableError",
+    "ConversionSummary",
     "SEFunction",
     "SqueezeExcite",
+    "UnsupportedSE",
     "available_backends",
+    "convert_model",
     "squeeze_excite",
     "squeeze_excite_reference",
 ]

@@ -147,6 +147,14 @@ def _backend_param(name: str):
                                                        reason=f"{name}: {reason}"))
 
 
+def require_backend(name: str) -> None:
+    """Skip the calling test, with the reason, when a backend cannot run here."""
+    if name != "reference":
+        reason = unavailable_reason(name, backend_device(name))
+        if reason is not None:
+            pytest.skip(f"{name}: {reason}")
+
+
 KERNEL_BACKENDS = [_backend_param(b) for b in ("triton", "cuda", "cpu")]
 
 

@@ -1,0 +1,148 @@
+"""Whole-model throughput: original vs convert_model, eager and compiled.
+
+    python -m benchmarks.e2e --quick     # CPU: mobilenetv3_large_100 inference, batch 1, 224
+    python -m benchmarks.e2e             # GPU: bf16, channels_last, batch 64, 224x224
+
+Reports img/s for inference and for a training step (forward, loss, backward, SGD
+step), and the SE overhead: time of seresnet50 over resnet50 (no SE), with and without
+se_kernels. Writes e2e.csv / e2e.json next to the se_layer results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import se_kernels
+
+from .environment import device_slug, metadata
+from .timing import time_all
+
+MODELS = ("seresnet50", "efficientnet_b0", "mobilenetv3_large_100", "resnet50")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    gpu = torch.cuda.is_available()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", default="cuda" if gpu else "cpu")
+    p.add_argument("--models", nargs="+")
+    p.add_argument("--batch", type=int)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--dtype", choices=list(DTYPES))
+    p.add_argument("--modes", nargs="+", choices=["inference", "train"])
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--backend", default="auto", help="se_kernels backend for converted models")
+    p.add_argument("--out", type=Path)
+    args = p.parse_args(argv)
+    on_gpu = args.device == "cuda"
+    args.models = args.models or (["mobilenetv3_large_100"] if args.quick else list(MODELS))
+    args.batch = args.batch or (64 if on_gpu else 1)
+    args.dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
+    args.modes = args.modes or (["inference"] if args.quick else ["inference", "train"])
+    args.no_compile = args.no_compile or (args.quick and not on_gpu)  # CPU compile: minutes
+    args.out = args.out or Path("benchmarks/out") / device_slug(args.device)
+    return args
+
+
+def build(name: str, args) -> torch.nn.Module:
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False)
+    return model.to(device=args.device, dtype=DTYPES[args.dtype], memory_format=torch.channels_last)
+
+
+def step_fn(model: torch.nn.Module, mode: str, x: torch.Tensor, target: torch.Tensor):
+    if mode == "inference":
+        model.eval()
+
+        def run():
+            with torch.no_grad():
+                return model(x)
+        return run
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), target).backward()
+        opt.step()
+    return run
+
+
+def variants(name: str, mode: str, args):
+    """(label, model) pairs: original and converted, eager and (unless disabled) compiled.
+    Conversion happens in the mode's train/eval state (eval folds SE batch norms)."""
+    original = build(name, args).train(mode == "train")
+    out = [("original", original)]
+    if name != "resnet50":
+        out.append(("se_kernels", se_kernels.convert_model(copy.deepcopy(original), backend=args.backend)))
+    if not args.no_compile:
+        out += [(f"{label}+compile", torch.compile(m)) for label, m in list(out)]
+    return out
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    meta = metadata(args.device)
+    print(f"e2e benchmark on {meta['device']}, {args.dtype}, channels_last, batch {args.batch}, "
+          f"{args.resolution}x{args.resolution}")
+    x = torch.randn(args.batch, 3, args.resolution, args.resolution, device=args.device,
+                    dtype=DTYPES[args.dtype]).contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, 1000, (args.batch,), device=args.device)
+    rows = []
+    todo = [(m, mode) for m in args.models for mode in args.modes]
+    for name, mode in tqdm(todo, desc="models", unit="model"):
+        torch._dynamo.reset()
+        calls = {}
+        for label, model in variants(name, mode, args):
+            fn = step_fn(model, mode, x, target)
+            fn()  # compile, autotune, allocator warm-up
+            calls[label] = fn
+        timings = time_all(calls, args.device, args.quick)
+        for label, t in timings.items():
+            rows.append(dict(model=name, mode=mode, variant=label, batch=args.batch,
+                             dtype=args.dtype, median_ms=t.median_ms, p20_ms=t.p20_ms,
+                             p80_ms=t.p80_ms, img_per_s=args.batch / t.median_ms * 1e3,
+                             speedup=timings["original"].median_ms / t.median_ms))
+    overhead = se_overhead(rows)
+    for r in rows:
+        print(f"{r['model']:24s} {r['mode']:9s} {r['variant']:22s} {r['median_ms']:9.2f} ms "
+              f"{r['img_per_s']:9.1f} img/s  x{r['speedup']:.2f} vs original")
+    for key, pct in overhead.items():
+        print(f"SE overhead of seresnet50 over resnet50, {key}: {pct:+.1f}%")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / "e2e.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(args.out / "e2e.json", "w") as f:
+        json.dump({"metadata": meta, "args": {k: str(v) for k, v in vars(args).items()},
+                   "se_overhead_pct": overhead, "rows": rows}, f, indent=1)
+    print(f"wrote {args.out}/e2e.csv and e2e.json")
+    return rows
+
+
+def se_overhead(rows: list[dict]) -> dict:
+    """(t_seresnet50 - t_resnet50) / t_resnet50, per mode and variant, when both ran."""
+    t = {(r["model"], r["mode"], r["variant"]): r["median_ms"] for r in rows}
+    out = {}
+    for (model, mode, variant), ms in t.items():
+        base_variant = variant.replace("se_kernels", "original")
+        base = t.get(("resnet50", mode, base_variant))
+        if model == "seresnet50" and base:
+            out[f"{mode} {variant}"] = 100 * (ms - base) / base
+    return out
+
+
+if __name__ == "__main__":
+    main()
