@@ -54,14 +54,8 @@ __global__ void __launch_bounds__(kThreads) squeeze_backward_kernel(const Squeez
       [&](int cl, int64_t hw, float (&a)[VEC], float (&b)[VEC]) {
         const int64_t c = t.c0 + cl;
         float g[VEC], x[VEC];
-        load<VEC>(p.g.at(t.n, c, hw), g);
+        load_masked_grad<VEC>(p.g, p.out, p.opts.out_relu, t.n, c, hw, g);
         load<VEC>(p.x.at(t.n, c, hw), x);
-        if (p.opts.out_relu) {
-          float o[VEC];
-          load<VEC>(p.out.at(t.n, c, hw), o);
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) g[i] = o[i] > 0.0f ? g[i] : 0.0f;
-        }
 #pragma unroll
         for (int i = 0; i < VEC; ++i) {
           a[i] = g[i] * x[i];
@@ -159,14 +153,8 @@ __global__ void __launch_bounds__(kThreads) excite_backward_kernel(const ExciteB
   for_each_vector<VEC>(t, p.channels_last, [&](int cl, int64_t hw) {
     const int64_t c = t.c0 + cl;
     float g[VEC];
-    load<VEC>(p.g.at(t.n, c, hw), g);
-    if (p.opts.out_relu) {
-      float o[VEC];
-      load<VEC>(p.out.at(t.n, c, hw), o);
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) g[i] = o[i] > 0.0f ? g[i] : 0.0f;
-      if (p.write_d_residual) store<VEC>(p.d_residual.at(t.n, c, hw), g);
-    }
+    load_masked_grad<VEC>(p.g, p.out, p.opts.out_relu, t.n, c, hw, g);
+    if (p.write_d_residual) store<VEC>(p.d_residual.at(t.n, c, hw), g);
     float x[VEC];
     if (avgmax) load<VEC>(p.x.at(t.n, c, hw), x);
 #pragma unroll
@@ -240,11 +228,9 @@ BackwardOutputs backward_cuda(const at::Tensor& grad_y, const at::Tensor& x,
                                      write_d_residual, plan.channels_last};
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     const dim3 reduce_grid = plan.grid(p.N, plan.n_splits), stream_grid = plan.grid(p.N, plan.n_tiles);
-    if (plan.vec == 16 / static_cast<int>(sizeof(T))) {
-      launch_backward<T, 16 / sizeof(T)>(reduce_grid, stream_grid, sp, ep, stream);
-    } else {
-      launch_backward<T, 1>(reduce_grid, stream_grid, sp, ep, stream);
-    }
+    with_vector_width<T>(plan, [&](auto vec) {
+      launch_backward<T, decltype(vec)::value>(reduce_grid, stream_grid, sp, ep, stream);
+    });
   });
   return outputs;
 }

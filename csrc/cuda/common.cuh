@@ -85,6 +85,21 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// dL/dy for VEC elements at (n, c, hw), zeroed where the ReLU epilogue's saved output
+// is not positive (both backward kernels apply the same mask).
+template <int VEC, typename T>
+__device__ __forceinline__ void load_masked_grad(const View<const T>& g, const View<const T>& out,
+                                                 bool relu, int64_t n, int64_t c, int64_t hw,
+                                                 float (&dst)[VEC]) {
+  load<VEC>(g.at(n, c, hw), dst);
+  if (relu) {
+    float o[VEC];
+    load<VEC>(out.at(n, c, hw), o);
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) dst[i] = o[i] > 0.0f ? dst[i] : 0.0f;
+  }
+}
+
 // Channel (within the block) of element i of the vector that starts at channel cl.
 __device__ __forceinline__ int channel_of(int cl, int i, bool channels_last) {
   return channels_last ? cl + i : cl;

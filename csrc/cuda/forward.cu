@@ -212,11 +212,9 @@ ForwardOutputs forward_cuda(const at::Tensor& x, const at::Tensor& w1,
                              plan.n_splits, plan.n_parts(), p.HW, plan.hw_per_tile, opts,
                              p.has_fc2, has_residual, plan.channels_last};
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    if (plan.vec == 16 / static_cast<int>(sizeof(T))) {
-      launch_forward<T, 16 / sizeof(T)>(reduce_grid, stream_grid, sp, ep, stream);
-    } else {
-      launch_forward<T, 1>(reduce_grid, stream_grid, sp, ep, stream);
-    }
+    with_vector_width<T>(plan, [&](auto vec) {
+      launch_forward<T, decltype(vec)::value>(reduce_grid, stream_grid, sp, ep, stream);
+    });
   });
   return outputs;
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include "../se_host.h"
 
@@ -28,6 +29,18 @@ struct Plan {
                 static_cast<unsigned>(pieces));
   }
 };
+
+// Calls f(std::integral_constant<int, VEC>{}) with the plan's vector width for element
+// type T: 16 bytes per access, or 1 element (the scalar path).
+template <typename T, typename F>
+void with_vector_width(const Plan& plan, F&& f) {
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));
+  if (plan.vec == kVec) {
+    f(std::integral_constant<int, kVec>{});
+  } else {
+    f(std::integral_constant<int, 1>{});
+  }
+}
 
 // tensors: every full-size tensor the kernels touch (x first). 128-bit access is used
 // only when they all share x's strides, the contiguous extent divides by the vector

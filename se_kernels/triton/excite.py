@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from .math import act_fwd, gate_fwd, sum_parts
+from .tiles import program_tile
 
 
 @triton.jit
@@ -32,12 +33,9 @@ def excite_kernel(
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_PARTS: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
+    n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_tile, BLOCK_C)
     cblock = tl.program_id(1)
-    tile = tl.program_id(2)
-    c = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    first_tile = tile == 0
+    first_tile = tl.program_id(2) == 0
     part_rows = fc1_part_ptr + n * n_parts * R1
 
     if HAS_FC2:
@@ -70,8 +68,6 @@ def excite_kernel(
     x_rows = x_ptr + n * stride_xn + c64 * stride_xc
     r_rows = residual_ptr + n * stride_rn + c64 * stride_rc
     y_rows = y_ptr + n * stride_yn + c64 * stride_yc
-    hw_start = tile * hw_per_tile
-    hw_end = tl.minimum(hw_start + hw_per_tile, HW)
     for hw0 in range(hw_start, hw_end, BLOCK_HW):
         hw = (hw0 + tl.arange(0, BLOCK_HW))[None, :]
         mask = c_mask[:, None] & (hw < hw_end)

@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from .math import act_grad, gate_fwd, sum_parts
+from .tiles import masked_grad, program_tile
 
 
 @triton.jit
@@ -36,12 +37,9 @@ def excite_backward_kernel(
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
     BLOCK_PARTS: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
+    n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_tile, BLOCK_C)
     cblock = tl.program_id(1)
-    tile = tl.program_id(2)
-    c = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    first_tile = tile == 0
+    first_tile = tl.program_id(2) == 0
     d_logit_rows = d_logit_part_ptr + n * n_splits * C
 
     dp = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -78,15 +76,10 @@ def excite_backward_kernel(
     o_rows = out_ptr + n * stride_on + c64 * stride_oc
     dx_rows = dx_ptr + n * stride_dxn + c64 * stride_dxc
     dr_rows = d_residual_ptr + n * stride_drn + c64 * stride_drc
-    hw_start = tile * hw_per_tile
-    hw_end = tl.minimum(hw_start + hw_per_tile, HW)
     for hw0 in range(hw_start, hw_end, BLOCK_HW):
         hw64 = (hw0 + tl.arange(0, BLOCK_HW))[None, :].to(tl.int64)
         mask = c_mask[:, None] & (hw64 < hw_end)
-        g = tl.load(g_rows + hw64 * stride_ghw, mask=mask, other=0.0).to(tl.float32)
-        if OUT_RELU:
-            out = tl.load(o_rows + hw64 * stride_ohw, mask=mask, other=0.0).to(tl.float32)
-            g = tl.where(out > 0.0, g, 0.0)
+        g = masked_grad(g_rows, o_rows, hw64, stride_ghw, stride_ohw, mask, OUT_RELU)
         if WRITE_D_RESIDUAL:
             tl.store(dr_rows + hw64 * stride_drhw, g.to(d_residual_ptr.dtype.element_ty), mask=mask)
         dx = g * scale[:, None] + d_mean[:, None]

@@ -9,6 +9,8 @@ fixed order: no grid-wide sync, no atomics.
 import triton
 import triton.language as tl
 
+from .tiles import program_tile
+
 
 @triton.jit
 def squeeze_kernel(
@@ -22,16 +24,11 @@ def squeeze_kernel(
     POOL_MAX: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
+    n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_split, BLOCK_C)
     cblock = tl.program_id(1)
     split = tl.program_id(2)
     n_splits = tl.num_programs(2)
     n_parts = tl.num_programs(1) * n_splits
-
-    c = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
-    hw_start = split * hw_per_split
-    hw_end = tl.minimum(hw_start + hw_per_split, HW)
     x_rows = x_ptr + n * stride_xn + c[:, None].to(tl.int64) * stride_xc
 
     total = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)

@@ -9,6 +9,7 @@ import triton
 import triton.language as tl
 
 from .math import gate_grad
+from .tiles import masked_grad, program_tile
 
 
 @triton.jit
@@ -28,14 +29,11 @@ def squeeze_backward_kernel(
     HAS_FC2: tl.constexpr, OUT_RELU: tl.constexpr, POOL_MAX: tl.constexpr, GATE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
-    n = tl.program_id(0).to(tl.int64)
+    n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_split, BLOCK_C)
     cblock = tl.program_id(1)
     split = tl.program_id(2)
     n_splits = tl.num_programs(2)
     n_parts = tl.num_programs(1) * n_splits
-
-    c = cblock * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_mask = c < C
     c64 = c[:, None].to(tl.int64)
     g_rows = g_ptr + n * stride_gn + c64 * stride_gc
     x_rows = x_ptr + n * stride_xn + c64 * stride_xc
@@ -43,17 +41,12 @@ def squeeze_backward_kernel(
     if POOL_MAX:
         pmax = tl.load(pooled_max_ptr + n * C + c, mask=c_mask, other=0.0)
 
-    hw_start = split * hw_per_split
-    hw_end = tl.minimum(hw_start + hw_per_split, HW)
     gx = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
     ties = tl.zeros([BLOCK_C, BLOCK_HW], dtype=tl.float32)
     for hw0 in range(hw_start, hw_end, BLOCK_HW):
         hw64 = (hw0 + tl.arange(0, BLOCK_HW))[None, :].to(tl.int64)
         mask = c_mask[:, None] & (hw64 < hw_end)
-        g = tl.load(g_rows + hw64 * stride_ghw, mask=mask, other=0.0).to(tl.float32)
-        if OUT_RELU:
-            out = tl.load(o_rows + hw64 * stride_ohw, mask=mask, other=0.0).to(tl.float32)
-            g = tl.where(out > 0.0, g, 0.0)
+        g = masked_grad(g_rows, o_rows, hw64, stride_ghw, stride_ohw, mask, OUT_RELU)
         x = tl.load(x_rows + hw64 * stride_xhw, mask=mask, other=0.0).to(tl.float32)
         gx += g * x
         if POOL_MAX:
