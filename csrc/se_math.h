@@ -15,8 +15,13 @@ namespace se_kernels {
 
 SE_HOST_DEVICE float sigmoid(float z) { return 1.0f / (1.0f + ::expf(-z)); }
 
+// ReLU and max that let NaN through, as torch.relu and torch.amax do (fmaxf and
+// `z > 0 ? z : 0` would hide a NaN from the loss and from AMP's overflow check).
+SE_HOST_DEVICE float relu(float z) { return z < 0.0f ? 0.0f : z; }
+SE_HOST_DEVICE float nan_max(float a, float b) { return (a > b || a != a) ? a : b; }
+
 SE_HOST_DEVICE float act_forward(float z, Act act) {
-  if (act == Act::Relu) return z > 0.0f ? z : 0.0f;
+  if (act == Act::Relu) return relu(z);
   if (act == Act::Silu) return z * sigmoid(z);
   return z;
 }

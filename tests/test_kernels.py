@@ -102,6 +102,25 @@ def test_avgmax_ties_share_the_gradient(backend, two_fc):
     torch.testing.assert_close(gx.double().cpu(), tx, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("options", [
+    dict(act="relu"),
+    dict(act="relu", pool="avgmax", gate="hard_sigmoid"),
+    dict(act="identity", residual=True, out_act="relu"),
+], ids=["relu", "avgmax-hard_sigmoid", "residual-relu"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nan_propagates_as_in_torch(backend, options, layout):
+    """A NaN in x reaches y where torch's ops put it: relu, max pooling and the epilogue
+    must not swallow it (that would hide it from the loss and from AMP's inf/NaN check)."""
+    case = Case(N=2, C=6, H=5, W=5, R=3, layout=layout, **options)
+    inputs = make_inputs(case, backend_device(backend))
+    with torch.no_grad():
+        inputs.x[0, 2, 1, 3] = float("nan")
+        y = run_se(inputs, case, backend)
+        truth = run_se(inputs.converted(torch.float64, device="cpu"), case, "reference")
+    assert truth.isnan().any()
+    torch.testing.assert_close(y.isnan().cpu(), truth.isnan())
+
+
 def test_empty_batch(backend):
     case = Case(N=0)
     inputs = make_inputs(case, backend_device(backend))

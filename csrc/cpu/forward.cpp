@@ -127,7 +127,7 @@ struct ForwardKernel {
       for_vectors(len, [&](int64_t i, int64_t n) {
         fVec v = load(xr + i, n) * (CL ? load(s_vec + i, n) : s_row);
         if constexpr (RESIDUAL) v += load(rr + i, n);
-        if constexpr (RELU) v = fVec::blendv(zero, v, v > zero);
+        if constexpr (RELU) v = fVec::blendv(v, zero, v < zero);  // NaN passes, as torch.relu
         store(yr + i, v, n);
       });
     }

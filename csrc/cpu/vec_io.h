@@ -5,6 +5,7 @@
 
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
+#include <c10/macros/Macros.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -15,8 +16,25 @@ namespace se_kernels::cpu {
 using fVec = at::vec::Vectorized<float>;
 constexpr int64_t kLanes = fVec::size();
 
+#if defined(CPU_CAPABILITY_AVX2)
+// float32 -> bfloat16 bits, round to nearest even, NaN -> quiet NaN: c10::BFloat16's
+// rounding, in registers. ATen's vector helper for this is not inlined by gcc, and the
+// call cost as much as the rest of the kernel.
+C10_ALWAYS_INLINE __m128i bf16_bits(const fVec& v) {
+  const __m256i bits = _mm256_castps_si256(v);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+  const __m256i bias = _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff));
+  __m256i top = _mm256_srli_epi32(_mm256_add_epi32(bits, bias), 16);
+  const __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+  top = _mm256_blendv_epi8(top, _mm256_set1_epi32(0x7fc0), _mm256_castps_si256(nan));
+  // 8 x u32 (all < 2^16) -> 8 x u16: pack the two 128-bit halves against each other.
+  return _mm_packus_epi32(_mm256_castsi256_si128(top), _mm256_extracti128_si256(top, 1));
+}
+#endif
+
+// Always inlined: the reduced-type conversions are a few instructions, a call is not.
 template <typename T>
-inline fVec load(const T* p, int64_t count = kLanes) {
+C10_ALWAYS_INLINE fVec load(const T* p, int64_t count = kLanes) {
   if constexpr (std::is_same_v<T, float>) {
     return count == kLanes ? fVec::loadu(p) : fVec::loadu(p, count);
   } else {
@@ -32,10 +50,19 @@ inline fVec load(const T* p, int64_t count = kLanes) {
 }
 
 template <typename T>
-inline void store(T* p, const fVec& v, int64_t count = kLanes) {
+C10_ALWAYS_INLINE void store(T* p, const fVec& v, int64_t count = kLanes) {
   if constexpr (std::is_same_v<T, float>) {
     v.store(p, count);
   } else {
+#if defined(CPU_CAPABILITY_AVX2)
+    if (count == kLanes) {
+      const __m128i packed = std::is_same_v<T, c10::BFloat16>
+                                 ? bf16_bits(v)
+                                 : _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+      return;
+    }
+#endif
     float tmp[kLanes];
     v.store(tmp);
     for (int64_t i = 0; i < count; ++i) p[i] = static_cast<T>(tmp[i]);

@@ -81,7 +81,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  for (int offset = 16; offset > 0; offset >>= 1) v = nan_max(v, __shfl_xor_sync(0xffffffffu, v, offset));
   return v;
 }
 
@@ -113,7 +113,7 @@ template <int VEC, bool AUX_MAX, typename Fn>
 __device__ void reduce_tile(const Tile& t, bool channels_last, int block_c, Fn&& fn, float* red,
                             float* sum_s, float* aux_s) {
   const float aux_init = AUX_MAX ? -INFINITY : 0.0f;
-  auto combine = [](float acc, float v) { return AUX_MAX ? fmaxf(acc, v) : acc + v; };
+  auto combine = [](float acc, float v) { return AUX_MAX ? nan_max(acc, v) : acc + v; };
   float a[VEC], b[VEC];
   if (!channels_last) {  // a warp per channel, lanes stride along HW
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(kThreads) excite_kernel(const ExciteParams<T> 
     for (int i = 0; i < VEC; ++i) {
       float o = v[i] * scale_s[channel_of(cl, i, p.channels_last)];
       if (p.has_residual) o += r[i];
-      if (p.opts.out_relu) o = o > 0.0f ? o : 0.0f;
+      if (p.opts.out_relu) o = relu(o);
       v[i] = o;
     }
     store<VEC>(p.y.at(t.n, c, hw), v);

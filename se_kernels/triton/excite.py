@@ -9,7 +9,7 @@ small tensors saved for backward.
 import triton
 import triton.language as tl
 
-from .math import act_fwd, gate_fwd, sum_parts
+from .math import act_fwd, gate_fwd, relu, sum_parts
 from .tiles import program_tile
 
 
@@ -76,5 +76,5 @@ def excite_kernel(
         if HAS_RESIDUAL:
             out += tl.load(r_rows + hw64 * stride_rhw, mask=mask, other=0.0).to(tl.float32)
         if OUT_RELU:
-            out = tl.maximum(out, 0.0)
+            out = relu(out)
         tl.store(y_rows + hw64 * stride_yhw, out.to(y_ptr.dtype.element_ty), mask=mask)

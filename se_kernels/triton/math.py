@@ -9,9 +9,21 @@ import triton.language as tl
 
 
 @triton.jit
+def relu(z):
+    """max(z, 0) that lets NaN through, as torch.relu."""
+    return tl.where(z < 0.0, 0.0, z)
+
+
+@triton.jit
+def nan_max(a, b):
+    """Element-wise max that propagates NaN, as torch.amax."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def act_fwd(z, ACT: tl.constexpr):
     if ACT == 1:
-        z = tl.maximum(z, 0.0)
+        z = relu(z)
     elif ACT == 2:
         z = z * tl.sigmoid(z)
     return z
@@ -35,7 +47,7 @@ def gate_fwd(z, GATE: tl.constexpr):
     if GATE == 0:
         s = tl.sigmoid(z)
     else:
-        s = tl.minimum(tl.maximum(z + 3.0, 0.0), 6.0) / 6.0
+        s = tl.where(z > 3.0, 6.0, relu(z + 3.0)) / 6.0  # relu6(z + 3) / 6, NaN passes
     return s
 
 

@@ -9,6 +9,7 @@ fixed order: no grid-wide sync, no atomics.
 import triton
 import triton.language as tl
 
+from .math import nan_max
 from .tiles import program_tile
 
 
@@ -40,7 +41,7 @@ def squeeze_kernel(
         v = v.to(tl.float32)
         total += v
         if POOL_MAX:
-            peak = tl.maximum(peak, tl.where(mask, v, float("-inf")))
+            peak = nan_max(peak, tl.where(mask, v, float("-inf")))
 
     pooled = tl.sum(total, axis=1) * inv_hw
     if POOL_MAX:  # never split: this program saw the whole HW range
