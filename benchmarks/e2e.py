@@ -22,7 +22,7 @@ from tqdm import tqdm
 import se_kernels
 
 from .environment import device_slug, metadata
-from .timing import time_all
+from .timing import time_all, time_cpu
 
 MODELS = ("seresnet50", "efficientnet_b0", "mobilenetv3_large_100", "resnet50")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -108,7 +108,10 @@ def main(argv=None) -> list[dict]:
             fn = step_fn(model, mode, x, target)
             fn()  # compile, autotune, allocator warm-up
             calls[label] = fn
-        timings = time_all(calls, args.device, args.quick)
+        if args.device == "cpu":  # 10-40 ms calls: many long rounds resolve a few-% difference
+            timings = time_cpu(calls, rounds=15 if args.quick else 31, round_ms=100.0)
+        else:
+            timings = time_all(calls, args.device, args.quick)
         for label, t in timings.items():
             rows.append(dict(model=name, mode=mode, variant=label, batch=args.batch,
                              dtype=args.dtype, median_ms=t.median_ms, p20_ms=t.p20_ms,
