@@ -52,4 +52,9 @@ at::Tensor float_buffer(const at::Tensor& like, at::IntArrayRef shape);
 // undefined when absent. Kernels then read weights as plain float arrays.
 at::Tensor as_float(const std::optional<at::Tensor>& t);
 
+// as_float's data for the kernels: null for an absent (undefined) weight or bias.
+inline const float* float_data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<float>() : nullptr;
+}
+
 }  // namespace se_kernels

@@ -97,7 +97,8 @@ class FusedSE(nn.Module):
 
 # --- ResNet-family blocks: SE, then shortcut add, then ReLU -------------------------
 # Each replica is its block's own forward, in the same order (train-mode drop_block
-# draws random numbers), with the last three steps handed to the SE kernel. Keyed by the block class; `se` names the SE attribute, `act` the final ReLU.
+# draws random numbers), with the last three steps handed to the SE kernel. Keyed by
+# the block class; `se` names the SE attribute, `act` the final ReLU.
 
 def _timm_basic_block(b: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = b.aa(b.act1(b.drop_block(b.bn1(b.conv1(x)))))

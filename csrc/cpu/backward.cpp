@@ -188,7 +188,7 @@ BackwardOutputs backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in,
     using T = scalar_t;
     BackwardKernel<T> k{g.data_ptr<T>(), x.data_ptr<T>(), o.defined() ? o.data_ptr<T>() : nullptr,
                         dx.work.data_ptr<T>(), write_d_residual ? d_res.work.data_ptr<T>() : nullptr,
-                        w1f.data_ptr<float>(), w2f.defined() ? w2f.data_ptr<float>() : nullptr,
+                        w1f.data_ptr<float>(), float_data_or_null(w2f),
                         fc1_out.data_ptr<float>(), gate_in.data_ptr<float>(),
                         pooled_max.data_ptr<float>(), scratch[0], scratch[1],
                         grad_fc1.data_ptr<float>(), grad_fc2.data_ptr<float>(), scratch[5],

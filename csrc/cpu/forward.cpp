@@ -156,12 +156,12 @@ ForwardOutputs forward_cpu(const at::Tensor& x_in, const at::Tensor& w1,
   auto outputs = forward_outputs(x_in, p, opts);
   auto& [y_out, pooled, pooled_max, fc1_out, fc2_out] = outputs;
   OutputInLayout y(y_out, cl);
-  const auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
 
   SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::forward_cpu", [&] {
     ForwardKernel<scalar_t> k{x.data_ptr<scalar_t>(), has_residual ? res.data_ptr<scalar_t>() : nullptr,
-                              y.work.data_ptr<scalar_t>(), w1f.data_ptr<float>(), ptr(b1f), ptr(w2f),
-                              ptr(b2f), pooled_part, pooled.data_ptr<float>(),
+                              y.work.data_ptr<scalar_t>(), w1f.data_ptr<float>(),
+                              float_data_or_null(b1f), float_data_or_null(w2f),
+                              float_data_or_null(b2f), pooled_part, pooled.data_ptr<float>(),
                               pooled_max.data_ptr<float>(), fc1_out.data_ptr<float>(), hidden,
                               fc2_out.data_ptr<float>(), scale, p, opts, cl, plan.n_splits};
     run_stages(k, p, plan, cl);

@@ -203,13 +203,13 @@ BackwardOutputs backward_cuda(const at::Tensor& grad_y, const at::Tensor& x,
   const at::Tensor max_count = float_buffer(x, {opts.pool == Pool::AvgMax ? p.N : 0, p.C});
   const at::Tensor dh_part = float_buffer(x, {p.has_fc2 ? p.N : 0, plan.n_parts(), p.R1});
   const at::Tensor& gate_in = p.has_fc2 ? fc2_out : fc1_out;
-  const auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
 
   SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::backward", [&] {
     using T = scalar_t;
     const View<const T> gv{grad_y.data_ptr<T>(), gs.n, gs.c, gs.hw},
         xv{x.data_ptr<T>(), xs.n, xs.c, xs.hw}, ov{o.data_ptr<T>(), os.n, os.c, os.hw};
-    const SqueezeBackwardParams<T> sp{gv, xv, ov, ptr(w2f), gate_in.data_ptr<float>(),
+    const SqueezeBackwardParams<T> sp{gv, xv, ov, float_data_or_null(w2f),
+                                      gate_in.data_ptr<float>(),
                                       pooled_max.data_ptr<float>(), d_logit_part.data_ptr<float>(),
                                       max_count.data_ptr<float>(), dh_part.data_ptr<float>(),
                                       static_cast<int>(p.C), static_cast<int>(p.R1), plan.block_c,

@@ -192,7 +192,6 @@ ForwardOutputs forward_cuda(const at::Tensor& x, const at::Tensor& w1,
   const at::Tensor fc1_part = float_buffer(x, {p.N, plan.n_parts(), p.R1});
   const dim3 reduce_grid = plan.grid(p.N, plan.n_splits);
   const dim3 stream_grid = plan.grid(p.N, plan.n_tiles);
-  const auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
 
   SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::forward", [&] {
     using T = scalar_t;
@@ -205,8 +204,9 @@ ForwardOutputs forward_cuda(const at::Tensor& x, const at::Tensor& w1,
     const ExciteParams<T> ep{{x.data_ptr<T>(), xs.n, xs.c, xs.hw},
                              {res.data_ptr<T>(), rs.n, rs.c, rs.hw},
                              {y.data_ptr<T>(), ys.n, ys.c, ys.hw},
-                             fc1_part.data_ptr<float>(), pooled_part.data_ptr<float>(), ptr(b1f),
-                             ptr(w2f), ptr(b2f), pooled.data_ptr<float>(),
+                             fc1_part.data_ptr<float>(), pooled_part.data_ptr<float>(),
+                             float_data_or_null(b1f), float_data_or_null(w2f),
+                             float_data_or_null(b2f), pooled.data_ptr<float>(),
                              fc1_out.data_ptr<float>(), fc2_out.data_ptr<float>(),
                              static_cast<int>(p.C), static_cast<int>(p.R1), plan.block_c,
                              plan.n_splits, plan.n_parts(), p.HW, plan.hw_per_tile, opts,
