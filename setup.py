@@ -60,7 +60,7 @@ def extensions():
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
     with_cuda = want_cuda(CUDA_HOME)
-    sources = [s for s in read_sources() if with_cuda or not s.startswith("csrc/cuda/")]
+    sources = [s for s in read_sources() if with_cuda or not s.endswith(".cu")]
     # -fopenmp: at::parallel_for is an inline OpenMP region in torch's headers; without it
     # the CPU kernels silently run on one thread. libgomp resolves to torch's own copy.
     cxx_flags = ["-O3", "-fopenmp", "-Wno-unknown-pragmas", *cpu_simd_flags()]

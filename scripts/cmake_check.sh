@@ -19,10 +19,12 @@ import os
 import torch
 
 torch.ops.load_library("build/cmake/libse_kernels_ops.so")
-keys = ["CPU"] + (["CUDA"] if os.environ["SE_WITH_CUDA"] == "ON" else [])
-missing = [f"se_kernels::{op} {key}" for op in ("forward", "backward") for key in keys
+wanted = [(op, "CPU") for op in ("forward", "backward", "sim_forward", "sim_backward")]
+if os.environ["SE_WITH_CUDA"] == "ON":
+    wanted += [(op, "CUDA") for op in ("forward", "backward")]
+missing = [f"se_kernels::{op} {key}" for op, key in wanted
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"se_kernels::{op}", key)]
 if missing:
     raise SystemExit(f"CMake build: no kernel registered for {missing}")
-print(f"CMake build OK: forward and backward registered for {keys}")
+print(f"CMake build OK: registered {', '.join(f'{op} ({key})' for op, key in wanted)}")
 PY

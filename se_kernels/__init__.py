@@ -5,7 +5,7 @@ Public names only; see README.md and DESIGN.md for the maths and the kernel desi
 
 from .adapters import UnsupportedSE
 from .autograd import SEFunction
-from .backends import BackendUnavailableError, available_backends
+from .backends import BackendUnavailableError, available_backends, describe_backends
 from .convert import ConversionSummary, convert_model
 from .functional import squeeze_excite
 from .modules import SqueezeExcite
@@ -19,6 +19,7 @@ __all__ = [
     "UnsupportedSE",
     "available_backends",
     "convert_model",
+    "describe_backends",
     "squeeze_excite",
     "squeeze_excite_reference",
 ]

@@ -13,9 +13,20 @@ from typing import Optional
 
 import torch
 
-BACKENDS = ("cuda", "triton", "cpu", "reference")
+BACKENDS = ("cuda", "triton", "cpu", "cuda_sim", "reference")
 # "auto" tries these in order; the first that can run on the tensor's device wins.
+# cuda_sim (a checking emulator, far slower than "cpu") is never picked automatically.
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+# What each backend is, for describe_backends().
+PURPOSE = {
+    "cuda": "hand-written CUDA kernels (csrc/cuda) on CUDA tensors",
+    "triton": "Triton kernels on CUDA tensors (on CPU tensors only under TRITON_INTERPRET=1)",
+    "cpu": "vectorised, multi-threaded C++ kernels (csrc/cpu) on CPU tensors",
+    "cuda_sim": ("the csrc/cuda kernels compiled for the host and run on CPU tensors under a "
+                 "SIMT emulator with race, bounds and barrier checks: for testing the CUDA "
+                 "source without a GPU, not for speed; never chosen by backend='auto'"),
+    "reference": "plain PyTorch ops on any device (also float64): the ground truth",
+}
 TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 BUILD_HINT = (
     "build it with `pip install --no-build-isolation .` from a source checkout "
@@ -32,6 +43,7 @@ class _Probe:
     extension: Optional[str]  # None when loaded, else why not
     cuda_kernels: bool
     cpu_kernels: bool
+    sim_kernels: bool
     triton: Optional[str]  # None when importable, else why not
     gpu: bool
 
@@ -48,11 +60,9 @@ def _load_extension() -> Optional[str]:
     return None
 
 
-def _has_kernel(key: str) -> bool:
-    return all(
-        torch._C._dispatch_has_kernel_for_dispatch_key(f"se_kernels::{op}", key)
-        for op in ("forward", "backward")
-    )
+def _has_kernel(key: str, ops: tuple[str, ...] = ("forward", "backward")) -> bool:
+    return all(torch._C._dispatch_has_kernel_for_dispatch_key(f"se_kernels::{op}", key)
+               for op in ops)
 
 
 def _probe() -> _Probe:
@@ -67,6 +77,7 @@ def _probe() -> _Probe:
         extension=ext_error,
         cuda_kernels=ext_error is None and _has_kernel("CUDA"),
         cpu_kernels=ext_error is None and _has_kernel("CPU"),
+        sim_kernels=ext_error is None and _has_kernel("CPU", ("sim_forward", "sim_backward")),
         triton=triton_error,
         gpu=torch.cuda.is_available(),
     )
@@ -88,11 +99,14 @@ def unavailable_reason(backend: str, device_type: str) -> Optional[str]:
             return None
         return ("Triton kernels run on CUDA tensors (on the CPU only under the slow "
                 "TRITON_INTERPRET=1 test interpreter); move x to a GPU")
-    if backend in ("cuda", "cpu"):
-        if backend != device_type:
-            return f"backend '{backend}' runs on {backend} tensors, but x is on {device_type}"
+    if backend in ("cuda", "cpu", "cuda_sim"):
+        runs_on = "cpu" if backend == "cuda_sim" else backend
+        if runs_on != device_type:
+            return f"backend '{backend}' runs on {runs_on} tensors, but x is on {device_type}"
         if PROBE.extension:
             return f"{PROBE.extension}; {BUILD_HINT}"
+        if backend == "cuda_sim" and not PROBE.sim_kernels:
+            return "the extension was built without the cuda_sim kernels"
         if backend == "cuda" and not PROBE.cuda_kernels:
             return f"the extension was built without CUDA kernels; {BUILD_HINT}"
         if backend == "cuda" and not PROBE.gpu:
@@ -104,7 +118,7 @@ def unavailable_reason(backend: str, device_type: str) -> Optional[str]:
 
 
 def available_backends(device: Optional[torch.device | str] = None) -> list[str]:
-    """Backends that can run here, fastest first.
+    """Backends that can run here, fastest first (``describe_backends`` says what each is).
 
     Args:
         device: restrict to backends that run on this device (e.g. ``"cpu"``,
@@ -114,8 +128,12 @@ def available_backends(device: Optional[torch.device | str] = None) -> list[str]
         types = [torch.device(device).type]
     else:
         types = ["cuda", "cpu"] if PROBE.gpu else ["cpu"]
-    order = ("cuda", "triton", "cpu", "reference")
-    return [b for b in order if any(unavailable_reason(b, t) is None for t in types)]
+    return [b for b in BACKENDS if any(unavailable_reason(b, t) is None for t in types)]
+
+
+def describe_backends(device: Optional[torch.device | str] = None) -> dict[str, str]:
+    """``{backend: what it is for}`` for the backends :func:`available_backends` lists."""
+    return {name: PURPOSE[name] for name in available_backends(device)}
 
 
 def resolve_backend(backend: str, x: torch.Tensor) -> str:

@@ -5,6 +5,8 @@ Ops (namespace ``se_kernels``):
 - ``triton_forward`` / ``triton_backward``: Python custom ops around the Triton kernels.
 - ``forward`` / ``backward``: the compiled C++ ops (schemas in ``csrc/se_ops.cpp``, with
   CUDA and CPU implementations), registered here with the same fakes and autograd.
+- ``sim_forward`` / ``sim_backward``: the same schema, the CUDA kernels run on CPU tensors
+  under the SIMT emulator (backend ``cuda_sim``).
 
 The Triton ops use ``torch.library.custom_op`` rather than ``triton_op``: under the CPU
 interpreter that CI relies on, ``triton_op`` fails opcheck's fake-tensor test, while
@@ -65,6 +67,9 @@ if PROBE.extension is None:
     _compiled = _register(torch.ops.se_kernels.forward.default,
                           torch.ops.se_kernels.backward.default, fakes=True)
     TABLE["cuda"] = TABLE["cpu"] = _compiled  # one schema, dispatched by device
+if PROBE.sim_kernels:
+    TABLE["cuda_sim"] = _register(torch.ops.se_kernels.sim_forward.default,
+                                  torch.ops.se_kernels.sim_backward.default, fakes=True)
 
 
 def call_without_autograd(op: Callable, *args):

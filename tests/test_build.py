@@ -10,19 +10,21 @@ import torch
 from se_kernels.backends import PROBE
 
 OPS = ("forward", "backward")
+SIM_OPS = ("sim_forward", "sim_backward")
 
 
-def _registered(key: str) -> list[str]:
-    return [op for op in OPS
+def _registered(key: str, ops=OPS) -> list[str]:
+    return [op for op in ops
             if torch._C._dispatch_has_kernel_for_dispatch_key(f"se_kernels::{op}", key)]
 
 
-def test_extension_loads_with_cpu_kernels():
+def test_extension_loads_with_cpu_and_cuda_sim_kernels():
     if PROBE.extension is not None:
         if os.environ.get("SE_EXPECT_CUDA_BUILD") == "1":
             pytest.fail(f"CI expects the compiled extension: {PROBE.extension}")
         pytest.skip(PROBE.extension)
     assert _registered("CPU") == list(OPS)
+    assert _registered("CPU", SIM_OPS) == list(SIM_OPS), "cuda_sim builds with the CPU kernels"
 
 
 @pytest.mark.skipif(os.environ.get("SE_EXPECT_CUDA_BUILD") != "1",

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import HAS_GPU, assert_within_tolerance, backend_device, require_backend
+from conftest import HAS_GPU, assert_close_to_model_truth, backend_device, require_backend
 
 import se_kernels
 from se_kernels.convert import FusedResidualBlock, FusedSE
@@ -85,13 +85,17 @@ def convert(model: nn.Module, backend: str) -> nn.Module:
 
 
 def backends_for(name: str) -> list[str]:
-    """Reference and compiled CPU for every model; Triton for one per SE type (all on GPU)."""
-    return ["reference", "cpu"] + (["triton"] if name in TRITON_MODELS or HAS_GPU else [])
+    """Reference and compiled CPU for every model; the emulated CUDA kernels and Triton
+    for one per SE type (every model on a GPU, with the real CUDA kernels too)."""
+    one_per_type = name in TRITON_MODELS or HAS_GPU
+    return (["reference", "cpu"] + (["cuda_sim", "triton"] if one_per_type else [])
+            + (["cuda"] if HAS_GPU else []))
 
 
 EVAL_CASES = [(name, b) for name in MODELS for b in backends_for(name)]
 TRAIN_CASES = ([(n, "cpu") for n in MODELS]
-               + [(n, "triton") for n in ("timm:seresnet18", "tv:mobilenet_v3_small")])
+               + [(n, b) for n in ("timm:seresnet18", "tv:mobilenet_v3_small")
+                  for b in ("triton", "cuda_sim", "cuda")])
 
 
 @pytest.mark.parametrize("name, backend", EVAL_CASES, ids=[f"{n}-{b}" for n, b in EVAL_CASES])
@@ -103,7 +107,7 @@ def test_eval_output_matches(name, backend):
     x = inputs(device)
     with torch.no_grad():
         truth = copy.deepcopy(original).double()(x.double())
-        assert_within_tolerance("logits", converted(x), truth, original(x), torch.float32)
+        assert_close_to_model_truth("logits", converted(x), truth, original(x))
     converts, fuses = EXPECTED[name]
     assert dict(converted.se_kernels_summary.converted) == converts
     assert dict(converted.se_kernels_summary.fused_blocks) == fuses
@@ -171,8 +175,10 @@ def test_state_dict_and_optimizer_survive_conversion():
 
 def test_compile_converted_model():
     model = convert(build("timm:mobilenetv3_large_100"), "reference")
-    compiled = torch.compile(model, fullgraph=False, backend="inductor" if HAS_GPU else "aot_eager")
     x = inputs("cpu")
+    # aot_eager for CPU tensors: Inductor would spend minutes compiling C++ here.
+    compiled = torch.compile(model, fullgraph=False,
+                             backend="inductor" if x.is_cuda else "aot_eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
 

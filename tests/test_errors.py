@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -103,8 +105,8 @@ def test_backend_on_the_wrong_device_says_why():
 
 
 def test_unbuilt_extension_says_how_to_build(monkeypatch):
-    probe = backends.PROBE.__class__(extension="the compiled extension se_kernels._C was not built",
-                                     cuda_kernels=False, cpu_kernels=False, triton=None, gpu=False)
+    probe = dataclasses.replace(backends.PROBE, extension="the compiled extension se_kernels._C was not built",
+                                cuda_kernels=False, cpu_kernels=False, sim_kernels=False)
     monkeypatch.setattr(backends, "PROBE", probe)
     with pytest.raises(se_kernels.BackendUnavailableError, match="not built.*pip install"):
         se_kernels.squeeze_excite(**_valid("cpu"), backend="cpu")

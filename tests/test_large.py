@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import ATOL, KERNEL_BACKENDS, LAYOUTS, backend_device, require_backend
+from conftest import EPS, KERNEL_BACKENDS, LAYOUTS, backend_device, require_backend
 
 import se_kernels
 
@@ -40,12 +40,13 @@ def check_constant_maps(backend: str, N: int, C: int, H: int, W: int, layout: st
     y = se_kernels.squeeze_excite(x, w1k, None, w2k, backend=backend)
     gx, gw1, gw2 = torch.autograd.grad(y.sum(), (x, w1k, w2k))
 
-    # The rule's ATOL term plus the rounding of a result to dtype.
-    rtol = 2 * torch.finfo(dtype).eps
+    # The rounding of a result to dtype (the maps are constant, so no accumulation error
+    # beyond float32's own).
+    rtol, atol = 2 * EPS[dtype], 1e-6
     for name, got, want in (("y", y, truth), ("grad x", gx, truth_gx)):
         for n in range(N):  # one sample at a time bounds the temporaries
             expected = want[n].to(device=device, dtype=torch.float32).expand(C, H, W)
-            torch.testing.assert_close(got[n].float(), expected, rtol=rtol, atol=ATOL[dtype],
+            torch.testing.assert_close(got[n].float(), expected, rtol=rtol, atol=atol,
                                        msg=lambda m, name=name, n=n: f"{name}, sample {n}: {m}")
     for name, got, want in (("grad w1", gw1, truth_gw1), ("grad w2", gw2, truth_gw2)):
         torch.testing.assert_close(got.double().cpu(), want * (H * W), rtol=1e-3, atol=1e-3,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import KERNEL_BACKENDS, backend_device
+from conftest import KERNEL_BACKENDS, assert_within_tolerance, backend_device
 
 import se_kernels
 from se_kernels.adapters import UnsupportedSE
@@ -35,10 +35,12 @@ def test_timm_state_dict_loads_and_outputs_match(backend):
     torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
 
 
-def test_torchvision_state_dict_loads():
+def test_torchvision_state_dict_loads_and_outputs_match():
     theirs = SqueezeExcitation(16, 4)
-    ours = se_kernels.SqueezeExcite(16, rd_channels=4)
+    ours = se_kernels.SqueezeExcite(16, rd_channels=4, backend="reference")
     ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 16, 5, 5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("make", [
@@ -66,17 +68,27 @@ def test_from_module_refuses_what_it_cannot_fuse():
         se_kernels.SqueezeExcite.from_module(nn.Conv2d(3, 3, 1))
 
 
-def test_residual_epilogue_through_the_module():
-    torch.manual_seed(0)
-    se = se_kernels.SqueezeExcite(8, rd_channels=4)
-    x, res = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 3, 3)
-    torch.testing.assert_close(se(x, residual=res, out_act="relu"), torch.relu(se(x) + res))
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS + ["reference"])
+def test_residual_epilogue_through_the_module(backend):
+    """The module's fused add + ReLU against the float64 reference of the same block."""
+    device = backend_device(backend)
+    se = se_kernels.SqueezeExcite(8, rd_channels=4, backend=backend).to(device)
+    gen = torch.Generator().manual_seed(2)
+    x, res = (torch.randn(2, 8, 3, 3, generator=gen).to(device) for _ in range(2))
+    weights = [t.detach().double().cpu() for t in (se.fc1.weight, se.fc1.bias, se.fc2.weight,
+                                                   se.fc2.bias)]
+    truth = se_kernels.squeeze_excite_reference(x.double().cpu(), *weights,
+                                                residual=res.double().cpu(), out_act="relu")
+    with torch.no_grad():
+        assert_within_tolerance("y", se(x, residual=res, out_act="relu"), truth)
 
 
 def test_available_backends():
     names = se_kernels.available_backends()
     assert names[-1] == "reference"
-    assert set(names) <= {"cuda", "triton", "cpu", "reference"}
+    assert set(names) <= {"cuda", "triton", "cpu", "cuda_sim", "reference"}
+    assert "cuda_sim" not in se_kernels.available_backends("cuda")
+    assert set(se_kernels.describe_backends()) == set(names)
     assert "cuda" not in se_kernels.available_backends("cpu")
     if not torch.cuda.is_available():
         assert "cuda" not in names

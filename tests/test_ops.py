@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import HAS_GPU, Case, backend_device, make_inputs, run_se
+from conftest import Case, backend_device, make_inputs, run_se
 
 import se_kernels
 from se_kernels.ops import backend_ops
@@ -34,7 +34,7 @@ def test_opcheck(backend, case):
     torch.library.opcheck(ops.forward, fwd_args)
     with torch.no_grad():
         y, pooled, pooled_max, fc1_out, fc2_out = ops.forward(*fwd_args)
-    grad_y = torch.randn_like(y)
+    grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(y)
     bwd_args = (grad_y, inputs.x.detach(), y if case.out_act == "relu" else None,
                 inputs.w1.detach(), None if inputs.w2 is None else inputs.w2.detach(),
                 pooled_max, fc1_out, fc2_out, case.residual, case.pool, case.act, case.gate,
@@ -46,9 +46,12 @@ def test_compile_fullgraph(backend):
     """A module using the op traces with no graph break and matches eager, fwd and bwd."""
     device = backend_device(backend)
     module = se_kernels.SqueezeExcite(24, rd_channels=6, backend=backend).to(device)
-    compiler = "inductor" if HAS_GPU else "aot_eager"  # inductor on CPU needs minutes of C++
+    # Inductor on CPU tensors would spend minutes compiling C++; on CUDA tensors it is the
+    # compiler users get.
+    compiler = "inductor" if device == "cuda" else "aot_eager"
     compiled = torch.compile(module, fullgraph=True, backend=compiler)
-    x = torch.randn(2, 24, 5, 5, device=device, requires_grad=True)
+    x = torch.randn(2, 24, 5, 5, generator=torch.Generator().manual_seed(1)).to(device)
+    x.requires_grad_()
     y_eager = module(x)
     (g_eager,) = torch.autograd.grad(y_eager.sum(), [x])
     torch._dynamo.reset()
@@ -75,3 +78,30 @@ def test_bitwise_deterministic(backend, case):
 
     for first, second in zip(run(), run()):
         assert torch.equal(first, second)
+
+
+@pytest.mark.parametrize("case", [
+    Case(N=1, C=5, H=24, W=24, R=2),  # HW split (the CPU splits whatever its thread count)
+    Case(N=8, C=16, H=6, W=6, R=4, layout="channels_last", pool="avgmax"),  # per sample
+], ids=["split", "per-sample"])
+def test_cpu_result_does_not_depend_on_thread_count(case):
+    """The CPU plan's summation order depends on the shape only, so one and three threads
+    give bitwise-identical outputs and gradients."""
+    from conftest import require_backend
+
+    require_backend("cpu")
+    before = torch.get_num_threads()
+
+    def run(threads):
+        torch.set_num_threads(threads)
+        inputs = make_inputs(case, "cpu", seed=5)
+        y = run_se(inputs, case, "cpu")
+        g = torch.randn(y.shape, generator=torch.Generator().manual_seed(6)).to(y)
+        return [y.detach()] + list(torch.autograd.grad(y, inputs.params, g))
+
+    try:
+        one, three = run(1), run(3)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(one, three):
+        assert torch.equal(a, b)

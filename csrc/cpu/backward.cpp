@@ -174,7 +174,8 @@ BackwardOutputs backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in,
   const bool cl = choose_channels_last(x_in);
   const at::Tensor x = in_layout(x_in, cl), g = in_layout(grad_y, cl);
   const at::Tensor o = opts.out_relu ? in_layout(*out, cl) : at::Tensor();
-  const Plan plan = make_plan(p, cl, x.element_size(), opts.pool == Pool::Avg);
+  const Plan plan = make_plan(p, cl, x.element_size(), opts.pool == Pool::Avg,
+                              at::get_num_threads());
   const at::Tensor w1f = as_float(w1), w2f = as_float(w2);
   const int64_t nc = p.N * p.C;
   // d_part, ties, scale, d_mean, d_max, d_pooled: one allocation, before the outputs.

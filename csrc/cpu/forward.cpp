@@ -148,7 +148,8 @@ ForwardOutputs forward_cpu(const at::Tensor& x_in, const at::Tensor& w1,
   const at::Tensor x = in_layout(x_in, cl);
   const bool has_residual = residual.has_value() && residual->defined();
   const at::Tensor res = has_residual ? in_layout(*residual, cl) : at::Tensor();
-  const Plan plan = make_plan(p, cl, x.element_size(), opts.pool == Pool::Avg);
+  const Plan plan = make_plan(p, cl, x.element_size(), opts.pool == Pool::Avg,
+                              at::get_num_threads());
   const at::Tensor w1f = as_float(w1), b1f = as_float(b1), w2f = as_float(w2), b2f = as_float(b2);
   // One scratch allocation, made before the outputs (see ScratchFloats).
   ScratchFloats scratch(x, {p.N * plan.n_splits * p.C, p.N * p.C, (p.has_fc2 ? p.N : 0) * p.R1});

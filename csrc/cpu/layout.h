@@ -72,6 +72,11 @@ class ScratchFloats {
 
 constexpr int64_t kSampleCacheBytes = 512 * 1024;  // a sample's x this small stays in L2
 constexpr int64_t kStreamGrain = 16384;            // elements per streaming task, at least
+// HW splits aim at this many reduction tasks whatever the thread count, so a shape gets
+// one summation order, and bitwise the same result, on any machine.
+constexpr int64_t kTargetTasks = 64;
+constexpr int64_t kMinSplitHW = 256;  // positions per split, at least
+constexpr int64_t kPerSampleBatch = 8;  // batches this large keep cache-sized samples whole
 
 struct Plan {
   bool per_sample;  // one task per sample runs all three stages
@@ -79,23 +84,23 @@ struct Plan {
   int64_t n_splits, hw_per_split;
 };
 
-inline Plan make_plan(const Problem& p, bool channels_last, int64_t element_size, bool allow_split) {
-  const int64_t threads = at::get_num_threads();
+// The thread count only decides per_sample, which does not change any sum's order.
+inline Plan make_plan(const Problem& p, bool channels_last, int64_t element_size, bool allow_split,
+                      int64_t threads) {
   const int64_t sample_bytes = p.C * p.HW * element_size;
   const int64_t weight_bytes = (p.has_fc2 ? 2 : 1) * p.R1 * p.C * static_cast<int64_t>(sizeof(float));
-  Plan plan{};
-  plan.per_sample = p.N >= threads && sample_bytes <= kSampleCacheBytes && 4 * weight_bytes <= sample_bytes;
-  if (plan.per_sample) {
-    plan.cblock = p.C;
-  } else {  // NCHW: a few channel rows per task; channels_last: wide vectors of channels
-    plan.cblock = channels_last ? std::min<int64_t>(p.C, 256) : 8;
-  }
-  plan.n_cblocks = (p.C + plan.cblock - 1) / plan.cblock;
-  const int64_t tasks = p.N * plan.n_cblocks;
+  // NCHW: a few channel rows per task; channels_last: wide vectors of channels.
+  const int64_t split_cblock = channels_last ? std::min<int64_t>(p.C, 256) : 8;
+  const int64_t tasks = p.N * ((p.C + split_cblock - 1) / split_cblock);
+  const bool fits = sample_bytes <= kSampleCacheBytes && 4 * weight_bytes <= sample_bytes;
   int64_t splits = 1;
-  if (!plan.per_sample && allow_split && tasks < 4 * threads) {
-    splits = std::min((4 * threads + tasks - 1) / tasks, std::max<int64_t>(1, p.HW / 256));
+  if (allow_split && tasks < kTargetTasks && !(fits && p.N >= kPerSampleBatch)) {
+    splits = std::min((kTargetTasks + tasks - 1) / tasks, std::max<int64_t>(1, p.HW / kMinSplitHW));
   }
+  Plan plan{};
+  plan.per_sample = splits == 1 && fits && p.N >= threads;
+  plan.cblock = plan.per_sample ? p.C : split_cblock;
+  plan.n_cblocks = (p.C + plan.cblock - 1) / plan.cblock;
   plan.hw_per_split = (p.HW + splits - 1) / splits;
   plan.n_splits = (p.HW + plan.hw_per_split - 1) / plan.hw_per_split;
   return plan;

@@ -6,24 +6,25 @@
 // channels_last vectors run along C (VEC consecutive channels).
 #pragma once
 
-#include <cuda_runtime.h>
-
+#include <cmath>
 #include <cstdint>
 
 #include "../se_math.h"
+#include "device.h"
 #include "limits.h"
 
 namespace se_kernels::cuda {
+inline namespace SE_CUDA_TARGET {
 
 constexpr int kWarps = kThreads / 32;
 
 // A 4-D tensor seen as [N, C, H*W] (H and W merged, checked on the host).
 template <typename T>
 struct View {
-  T* ptr;
+  gptr<T> ptr;
   int64_t sn, sc, shw;
-  __device__ __forceinline__ T* at(int64_t n, int64_t c, int64_t hw) const {
-    return ptr + n * sn + c * sc + hw * shw;
+  __device__ __forceinline__ gptr<T> at(int64_t n, int64_t c, int64_t hw) const {
+    return ptr + (n * sn + c * sc + hw * shw);
   }
 };
 
@@ -43,33 +44,28 @@ __device__ __forceinline__ Tile make_tile(int block_c, int C, int64_t hw_per_pie
   return t;
 }
 
-template <typename T, int VEC>
-struct alignas(sizeof(T) * VEC) Packed {
-  T v[VEC];
-};
-
 // VEC consecutive elements as float; one 16-byte transaction when VEC > 1 (the host
 // only picks VEC > 1 when every pointer and offset involved is 16-byte aligned).
 template <int VEC, typename T>
-__device__ __forceinline__ void load(const T* p, float (&out)[VEC]) {
+__device__ __forceinline__ void load(gptr<const T> p, float (&out)[VEC]) {
   if constexpr (VEC == 1) {
-    out[0] = static_cast<float>(*p);
+    out[0] = static_cast<float>(p[0]);
   } else {
-    const Packed<T, VEC> pk = *reinterpret_cast<const Packed<T, VEC>*>(p);
+    const auto pk = load_packed<VEC>(p);
 #pragma unroll
     for (int i = 0; i < VEC; ++i) out[i] = static_cast<float>(pk.v[i]);
   }
 }
 
 template <int VEC, typename T>
-__device__ __forceinline__ void store(T* p, const float (&in)[VEC]) {
+__device__ __forceinline__ void store(gptr<T> p, const float (&in)[VEC]) {
   if constexpr (VEC == 1) {
-    *p = static_cast<T>(in[0]);
+    p[0] = static_cast<T>(in[0]);
   } else {
     Packed<T, VEC> pk;
 #pragma unroll
     for (int i = 0; i < VEC; ++i) pk.v[i] = static_cast<T>(in[i]);
-    *reinterpret_cast<Packed<T, VEC>*>(p) = pk;
+    store_packed<VEC>(p, pk);
   }
 }
 
@@ -86,7 +82,8 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // dL/dy for VEC elements at (n, c, hw), zeroed where the ReLU epilogue's saved output
-// is not positive (both backward kernels apply the same mask).
+// is <= 0 (both backward kernels apply the same mask). A NaN output keeps its gradient,
+// as torch's relu backward (threshold_backward) does.
 template <int VEC, typename T>
 __device__ __forceinline__ void load_masked_grad(const View<const T>& g, const View<const T>& out,
                                                  bool relu, int64_t n, int64_t c, int64_t hw,
@@ -96,7 +93,7 @@ __device__ __forceinline__ void load_masked_grad(const View<const T>& g, const V
     float o[VEC];
     load<VEC>(out.at(n, c, hw), o);
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) dst[i] = o[i] > 0.0f ? dst[i] : 0.0f;
+    for (int i = 0; i < VEC; ++i) dst[i] = o[i] <= 0.0f ? 0.0f : dst[i];
   }
 }
 
@@ -110,8 +107,8 @@ __device__ __forceinline__ int channel_of(int cl, int i, bool channels_last) {
 // sum_s[cl] receives sum(a), aux_s[cl] receives max(b) (AUX_MAX) or sum(b).
 // red must hold 2 * kThreads * VEC floats. Ends with __syncthreads().
 template <int VEC, bool AUX_MAX, typename Fn>
-__device__ void reduce_tile(const Tile& t, bool channels_last, int block_c, Fn&& fn, float* red,
-                            float* sum_s, float* aux_s) {
+__device__ void reduce_tile(const Tile& t, bool channels_last, int block_c, Fn&& fn,
+                            sptr<float> red, sptr<float> sum_s, sptr<float> aux_s) {
   const float aux_init = AUX_MAX ? -INFINITY : 0.0f;
   auto combine = [](float acc, float v) { return AUX_MAX ? nan_max(acc, v) : acc + v; };
   float a[VEC], b[VEC];
@@ -153,8 +150,8 @@ __device__ void reduce_tile(const Tile& t, bool channels_last, int block_c, Fn&&
         }
       }
     }
-    float* red_sum = red;
-    float* red_aux = red + kThreads * VEC;
+    sptr<float> red_sum = red;
+    sptr<float> red_aux = red + kThreads * VEC;
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
       red_sum[row * block_c + cl + i] = s[i];
@@ -197,11 +194,12 @@ __device__ __forceinline__ void for_each_vector(const Tile& t, bool channels_las
 }
 
 // sum over rows [0, n_rows) of buf[row * row_stride + col], in row order.
-__device__ __forceinline__ float sum_rows(const float* buf, int64_t n_rows, int64_t row_stride,
+__device__ __forceinline__ float sum_rows(gptr<const float> buf, int64_t n_rows, int64_t row_stride,
                                           int64_t col) {
   float total = 0.0f;
   for (int64_t r = 0; r < n_rows; ++r) total += buf[r * row_stride + col];
   return total;
 }
 
+}  // namespace SE_CUDA_TARGET
 }  // namespace se_kernels::cuda

@@ -1,13 +1,10 @@
 #include "plan.h"
 
-#include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
-#include <c10/cuda/CUDAFunctions.h>
-#include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <array>
 #include <climits>
+#include <utility>
 
 #include "limits.h"
 
@@ -20,18 +17,6 @@ int next_pow2(int64_t v) {
   int p = 1;
   while (p < v) p <<= 1;
   return p;
-}
-
-int sm_count() {
-  static std::array<int, 64> cache{};  // per device, filled on first use
-  const int dev = c10::cuda::current_device();
-  if (dev >= static_cast<int>(cache.size())) return 132;
-  if (cache[dev] == 0) {
-    int sms = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    cache[dev] = sms;
-  }
-  return cache[dev];
 }
 
 int vector_width(const Problem& p, const HWStrides& xs, bool channels_last,
@@ -57,8 +42,9 @@ std::pair<int, int64_t> cut(int64_t hw, int64_t pieces, int64_t granule) {
 
 }  // namespace
 
-Plan make_plan(const Problem& p, const HWStrides& xs, bool allow_split,
+Plan make_plan(const Problem& p, const HWStrides& xs, bool allow_split, int sm_count,
                std::initializer_list<at::Tensor> tensors) {
+  TORCH_CHECK(sm_count >= 1, "make_plan: sm_count must be >= 1, got ", sm_count);
   Plan plan{};
   plan.channels_last = xs.c == 1 && p.C > 1;
   plan.vec = vector_width(p, xs, plan.channels_last, tensors);
@@ -75,7 +61,7 @@ Plan make_plan(const Problem& p, const HWStrides& xs, bool allow_split,
   // every range starts on a 16-byte boundary in the vector path.
   const int64_t granule = 8;
   const int64_t programs = std::max<int64_t>(1, p.N * plan.n_cblocks);
-  const int64_t pieces = std::clamp<int64_t>(ceil_div(2 * sm_count(), programs), 1,
+  const int64_t pieces = std::clamp<int64_t>(ceil_div(2 * sm_count, programs), 1,
                                              std::max<int64_t>(1, p.HW / 64));
   std::tie(plan.n_splits, plan.hw_per_split) = cut(p.HW, allow_split ? pieces : 1, granule);
   std::tie(plan.n_tiles, plan.hw_per_tile) = cut(p.HW, pieces, granule);

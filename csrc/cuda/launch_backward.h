@@ -1,0 +1,106 @@
+// The backward op on the CUDA kernels: checks, plan, parameters, two launches. Included
+// by both builds, like launch_forward.h. The weight and bias gradients are small GEMMs
+// over the batch, done by the caller (se_kernels/autograd_rules.py).
+#pragma once
+
+#include "excite_backward.cuh"
+#include "launch_forward.h"
+#include "squeeze_backward.cuh"
+
+namespace se_kernels::cuda {
+inline namespace SE_CUDA_TARGET {
+
+inline BackwardOutputs backward(const at::Tensor& grad_y, const at::Tensor& x,
+                                const std::optional<at::Tensor>& out, const at::Tensor& w1,
+                                const std::optional<at::Tensor>& w2,
+                                const at::Tensor& pooled_max, const at::Tensor& fc1_out,
+                                const at::Tensor& fc2_out, bool has_residual,
+                                c10::string_view pool, c10::string_view act,
+                                c10::string_view gate, double gain, c10::string_view out_act) {
+  const Options opts = parse_options(pool, act, gate, gain, out_act);
+  const Problem p = check_backward(grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out, opts);
+  const bool write_d_residual = has_residual && opts.out_relu;
+  auto outputs = backward_outputs(x, p, write_d_residual);
+  auto& [dx, d_residual, grad_fc1, grad_fc2] = outputs;
+  if (p.N == 0) return outputs;
+
+  const DeviceGuard guard(x.device());
+  const at::Tensor& o = opts.out_relu ? *out : x;
+  const at::Tensor& dr = write_d_residual ? d_residual : dx;
+  const HWStrides gs = kernel_strides("grad_y", grad_y), xs = kernel_strides("x", x),
+                  os = kernel_strides("out", o), dxs = kernel_strides("dx", dx),
+                  drs = kernel_strides("d_residual", dr);
+  const Plan plan = make_plan(p, xs, opts.pool == Pool::Avg, sm_count(x), {x, grad_y, o, dx, dr});
+  const at::Tensor w1f = as_float(w1), w2f = as_float(w2);
+  const at::Tensor d_logit_part = float_buffer(x, {p.N, plan.n_splits, p.C});
+  const at::Tensor max_count = float_buffer(x, {opts.pool == Pool::AvgMax ? p.N : 0, p.C});
+  const at::Tensor dh_part = float_buffer(x, {p.has_fc2 ? p.N : 0, plan.n_parts(), p.R1});
+  const at::Tensor& gate_in = p.has_fc2 ? fc2_out : fc1_out;
+  const Grid reduce_grid = plan.grid(p.N, plan.n_splits);
+  const Grid stream_grid = plan.grid(p.N, plan.n_tiles);
+
+  SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::backward", [&] {
+    using T = scalar_t;
+    const View<const T> gv = view<const T>(grad_y, gs, "grad_y"), xv = view<const T>(x, xs, "x"),
+                        ov = view<const T>(o, os, opts.out_relu ? "out" : "x");
+    const SqueezeBackwardParams<T> sp{
+        .g = gv,
+        .x = xv,
+        .out = ov,
+        .w2 = global_ptr<const float>(w2f, "w2"),
+        .gate_in = global_ptr<const float>(gate_in, "gate_in"),
+        .pooled_max = global_ptr<const float>(pooled_max, "pooled_max"),
+        .d_logit_part = global_ptr<float>(d_logit_part, "d_logit_part"),
+        .max_count = global_ptr<float>(max_count, "max_count"),
+        .dh_part = global_ptr<float>(dh_part, "dh_part"),
+        .C = static_cast<int>(p.C),
+        .R1 = static_cast<int>(p.R1),
+        .block_c = plan.block_c,
+        .HW = p.HW,
+        .hw_per_split = plan.hw_per_split,
+        .opts = opts,
+        .has_fc2 = p.has_fc2,
+        .channels_last = plan.channels_last,
+    };
+    const ExciteBackwardParams<T> ep{
+        .g = gv,
+        .x = xv,
+        .out = ov,
+        .dx = view<T>(dx, dxs, "dx"),
+        .d_residual = view<T>(dr, drs, write_d_residual ? "d_residual" : "dx"),
+        .w1 = global_ptr<const float>(w1f, "w1"),
+        .fc1_out = global_ptr<const float>(fc1_out, "fc1_out"),
+        .gate_in = global_ptr<const float>(gate_in, "gate_in"),
+        .pooled_max = global_ptr<const float>(pooled_max, "pooled_max"),
+        .max_count = global_ptr<const float>(max_count, "max_count"),
+        .dh_part = global_ptr<const float>(dh_part, "dh_part"),
+        .d_logit_part = global_ptr<const float>(d_logit_part, "d_logit_part"),
+        .grad_fc1 = global_ptr<float>(grad_fc1, "grad_fc1"),
+        .grad_fc2 = global_ptr<float>(grad_fc2, "grad_fc2"),
+        .C = static_cast<int>(p.C),
+        .R1 = static_cast<int>(p.R1),
+        .block_c = plan.block_c,
+        .n_splits = plan.n_splits,
+        .n_parts = plan.n_parts(),
+        .HW = p.HW,
+        .hw_per_tile = plan.hw_per_tile,
+        .inv_hw = 1.0f / static_cast<float>(p.HW),
+        .opts = opts,
+        .has_fc2 = p.has_fc2,
+        .write_d_residual = write_d_residual,
+        .channels_last = plan.channels_last,
+    };
+    const Stream stream = current_stream();
+    with_vector_width<T>(plan, [&](auto vec) {
+      constexpr int VEC = decltype(vec)::value;
+      launch_kernel(squeeze_backward_kernel<T, VEC>, "squeeze_backward_kernel", reduce_grid,
+                    kThreads, stream, sp);
+      launch_kernel(excite_backward_kernel<T, VEC>, "excite_backward_kernel", stream_grid,
+                    kThreads, stream, ep);
+    });
+  });
+  return outputs;
+}
+
+}  // namespace SE_CUDA_TARGET
+}  // namespace se_kernels::cuda

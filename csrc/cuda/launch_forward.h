@@ -1,0 +1,101 @@
+// The forward op on the CUDA kernels: checks, plan, parameters, two launches. Included
+// by both builds (csrc/cuda/ops.cu for GPUs, csrc/cuda_sim/ops.cpp for the emulator):
+// the same host code drives the real and the emulated launches.
+#pragma once
+
+#include <torch/library.h>
+
+#include "../se_dispatch.h"
+#include "../se_host.h"
+#include "device.h"
+#include "excite.cuh"
+#include "plan.h"
+#include "squeeze.cuh"
+
+namespace se_kernels::cuda {
+inline namespace SE_CUDA_TARGET {
+
+template <typename T>
+View<T> view(const at::Tensor& t, const HWStrides& s, const char* name) {
+  return {global_ptr<T>(t, name), s.n, s.c, s.hw};
+}
+
+inline ForwardOutputs forward(const at::Tensor& x, const at::Tensor& w1,
+                              const std::optional<at::Tensor>& b1,
+                              const std::optional<at::Tensor>& w2,
+                              const std::optional<at::Tensor>& b2,
+                              const std::optional<at::Tensor>& residual, c10::string_view pool,
+                              c10::string_view act, c10::string_view gate, double gain,
+                              c10::string_view out_act) {
+  const Options opts = parse_options(pool, act, gate, gain, out_act);
+  const Problem p = check_forward(x, w1, b1, w2, b2, residual);
+  auto outputs = forward_outputs(x, p, opts);
+  auto& [y, pooled, pooled_max, fc1_out, fc2_out] = outputs;
+  if (p.N == 0) return outputs;
+
+  const DeviceGuard guard(x.device());
+  const bool has_residual = residual.has_value() && residual->defined();
+  const at::Tensor& res = has_residual ? *residual : x;
+  const HWStrides xs = kernel_strides("x", x), rs = kernel_strides("residual", res),
+                  ys = kernel_strides("y", y);
+  const Plan plan = make_plan(p, xs, opts.pool == Pool::Avg, sm_count(x), {x, res, y});
+  const at::Tensor w1f = as_float(w1), b1f = as_float(b1), w2f = as_float(w2), b2f = as_float(b2);
+  const at::Tensor pooled_part = float_buffer(x, {p.N, plan.n_splits, p.C});
+  const at::Tensor fc1_part = float_buffer(x, {p.N, plan.n_parts(), p.R1});
+  const Grid reduce_grid = plan.grid(p.N, plan.n_splits);
+  const Grid stream_grid = plan.grid(p.N, plan.n_tiles);
+
+  SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::forward", [&] {
+    using T = scalar_t;
+    const View<const T> xv = view<const T>(x, xs, "x");
+    const SqueezeParams<T> sp{
+        .x = xv,
+        .w1 = global_ptr<const float>(w1f, "w1"),
+        .pooled_part = global_ptr<float>(pooled_part, "pooled_part"),
+        .pooled_max = global_ptr<float>(pooled_max, "pooled_max"),
+        .fc1_part = global_ptr<float>(fc1_part, "fc1_part"),
+        .C = static_cast<int>(p.C),
+        .R1 = static_cast<int>(p.R1),
+        .block_c = plan.block_c,
+        .HW = p.HW,
+        .hw_per_split = plan.hw_per_split,
+        .inv_hw = 1.0f / static_cast<float>(p.HW),
+        .avgmax = opts.pool == Pool::AvgMax,
+        .channels_last = plan.channels_last,
+    };
+    const ExciteParams<T> ep{
+        .x = xv,
+        .residual = view<const T>(res, rs, has_residual ? "residual" : "x"),
+        .y = view<T>(y, ys, "y"),
+        .fc1_part = global_ptr<const float>(fc1_part, "fc1_part"),
+        .pooled_part = global_ptr<const float>(pooled_part, "pooled_part"),
+        .b1 = global_ptr<const float>(b1f, "b1"),
+        .w2 = global_ptr<const float>(w2f, "w2"),
+        .b2 = global_ptr<const float>(b2f, "b2"),
+        .pooled = global_ptr<float>(pooled, "pooled"),
+        .fc1_out = global_ptr<float>(fc1_out, "fc1_out"),
+        .fc2_out = global_ptr<float>(fc2_out, "fc2_out"),
+        .C = static_cast<int>(p.C),
+        .R1 = static_cast<int>(p.R1),
+        .block_c = plan.block_c,
+        .n_splits = plan.n_splits,
+        .n_parts = plan.n_parts(),
+        .HW = p.HW,
+        .hw_per_tile = plan.hw_per_tile,
+        .opts = opts,
+        .has_fc2 = p.has_fc2,
+        .has_residual = has_residual,
+        .channels_last = plan.channels_last,
+    };
+    const Stream stream = current_stream();
+    with_vector_width<T>(plan, [&](auto vec) {
+      constexpr int VEC = decltype(vec)::value;
+      launch_kernel(squeeze_kernel<T, VEC>, "squeeze_kernel", reduce_grid, kThreads, stream, sp);
+      launch_kernel(excite_kernel<T, VEC>, "excite_kernel", stream_grid, kThreads, stream, ep);
+    });
+  });
+  return outputs;
+}
+
+}  // namespace SE_CUDA_TARGET
+}  // namespace se_kernels::cuda

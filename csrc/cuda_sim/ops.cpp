@@ -1,0 +1,65 @@
+// The cuda_sim build: the CUDA kernels and launchers of csrc/cuda, compiled with the
+// host compiler against the SIMT emulator, registered as sim_forward / sim_backward for
+// CPU tensors (the "cuda_sim" backend). It exists to run the CUDA source under
+// race/bounds/barrier checks where there is no GPU; it is slow and never picked by
+// backend="auto".
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#define SE_CUDA_SIM 1
+#include "../cuda/launch_backward.h"
+#include "../cuda/launch_forward.h"
+
+namespace se_kernels::cuda::sim {
+namespace {
+
+// Independent CTAs run on torch's intra-op threads; each thread runs its CTAs one at a time.
+void torch_parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+  at::parallel_for(0, n, 1, fn);
+}
+
+[[maybe_unused]] const bool installed = [] {
+  se_sim::set_parallel_for(torch_parallel_for);
+  return true;
+}();
+
+// A checker's finding becomes a RuntimeError that names the kernel and the threads.
+template <typename F>
+auto reporting(F&& f) {
+  try {
+    return f();
+  } catch (const se_sim::KernelError& e) {
+    TORCH_CHECK(false, e.what());
+  }
+}
+
+ForwardOutputs sim_forward(const at::Tensor& x, const at::Tensor& w1,
+                           const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
+                           const std::optional<at::Tensor>& b2,
+                           const std::optional<at::Tensor>& residual, c10::string_view pool,
+                           c10::string_view act, c10::string_view gate, double gain,
+                           c10::string_view out_act) {
+  return reporting([&] { return forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act); });
+}
+
+BackwardOutputs sim_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                             const std::optional<at::Tensor>& out, const at::Tensor& w1,
+                             const std::optional<at::Tensor>& w2, const at::Tensor& pooled_max,
+                             const at::Tensor& fc1_out, const at::Tensor& fc2_out,
+                             bool has_residual, c10::string_view pool, c10::string_view act,
+                             c10::string_view gate, double gain, c10::string_view out_act) {
+  return reporting([&] {
+    return backward(grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out, has_residual, pool, act,
+                    gate, gain, out_act);
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(se_kernels, CPU, m) {
+  m.impl("sim_forward", &sim_forward);
+  m.impl("sim_backward", &sim_backward);
+}
+
+}  // namespace se_kernels::cuda::sim

@@ -1,0 +1,94 @@
+"""Kernel paths, each proven taken before its values are checked.
+
+Every case names the path it is meant to reach and asserts it from the backend's own
+launch plan (se_kernels.plans: csrc/cuda/plan.cpp for cuda and cuda_sim, csrc/cpu/layout.h
+for cpu, se_kernels/triton/config.py for triton), then checks y and every gradient
+against the float64 truth. Each path is crossed with the acts, gates, epilogues and
+reduced dtypes (cycled, to keep the interpreters' time in bounds), at the smallest shape
+that reaches it. A backend without such a path (Triton has no explicit vector width, the
+CPU no HW tiles) still runs the case for its values; `expect` says what is asserted where.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import pytest
+import torch
+
+from conftest import Case, backend_device, check_against_reference, make_inputs
+
+from se_kernels.plans import KernelPath, kernel_path
+
+Expect = Callable[[KernelPath, Case], bool]
+VEC_WIDTH = {torch.float32: 4, torch.float16: 8, torch.bfloat16: 8}
+
+
+@dataclass(frozen=True)
+class Path:
+    name: str
+    shape: Case
+    # per backend family ("cuda" covers cuda and cuda_sim): what its plan must show
+    cuda: Optional[Expect] = None
+    triton: Optional[Expect] = None
+    cpu: Optional[Expect] = None
+
+
+PATHS = [
+    Path("vector-nchw", Case(N=2, C=12, H=4, W=4, R=4),
+         cuda=lambda p, c: p.vec == VEC_WIDTH[c.dtype] and p.vec > 1),
+    Path("vector-channels-last", Case(N=2, C=16, H=3, W=3, R=4, layout="channels_last"),
+         cuda=lambda p, c: p.vec == VEC_WIDTH[c.dtype] and p.vec > 1),
+    Path("scalar-odd-extent", Case(N=2, C=13, H=3, W=3, R=4),
+         cuda=lambda p, c: p.vec == 1),
+    Path("avgmax-tiles-and-blocks", Case(N=1, C=67, H=16, W=16, R=5, pool="avgmax"),
+         cuda=lambda p, c: p.n_cblocks > 1 and p.n_tiles > 1 and p.n_splits == 1,
+         triton=lambda p, c: p.n_cblocks > 1 and p.n_tiles > 1 and p.n_splits == 1),
+    Path("fc-rows-past-one-chunk", Case(N=2, C=8, H=3, W=3, R=1030),
+         cuda=lambda p, c: p.r_chunks == 2, triton=lambda p, c: p.r_chunks > 1),
+    Path("ese-rows-past-one-chunk", Case(N=1, C=1030, H=2, W=2, two_fc=False),
+         cuda=lambda p, c: p.r_chunks == 2, triton=lambda p, c: p.r_chunks > 1),
+    Path("backward-rows-past-the-threads", Case(N=2, C=8, H=3, W=3, R=300),
+         cuda=lambda p, c: c.R > p.threads),
+    Path("several-channel-blocks", Case(N=2, C=130, H=3, W=3, R=8, layout="channels_last"),
+         cuda=lambda p, c: p.n_cblocks == 3, triton=lambda p, c: p.n_cblocks > 1),
+    Path("hw-split", Case(N=1, C=5, H=24, W=24, R=2),
+         cuda=lambda p, c: p.n_splits > 1, triton=lambda p, c: p.n_splits > 1,
+         cpu=lambda p, c: p.n_splits > 1 and not p.per_sample),
+]
+
+# Cycled over each path: every act, gate, epilogue and reduced dtype appears.
+OPTIONS = [
+    dict(act="relu", gate="sigmoid", residual=True, out_act="relu", dtype=torch.float16),
+    dict(act="silu", gate="hard_sigmoid", residual=False, out_act="relu", dtype=torch.bfloat16),
+    dict(act="identity", gate="sigmoid", residual=True, out_act="identity", dtype=torch.bfloat16),
+    dict(act="relu", gate="hard_sigmoid", residual=False, out_act="identity", dtype=torch.float16),
+    dict(act="silu", gate="sigmoid", residual=True, out_act="relu", dtype=torch.float32, gain=2.0),
+]
+
+
+def _cases():
+    for path, (i, options) in itertools.product(PATHS, enumerate(OPTIONS)):
+        case = path.shape.but(**options)
+        if not case.two_fc:
+            case = case.but(act="identity")
+        yield pytest.param(path, case, id=f"{path.name}-{i}")
+
+
+def assert_path(path: Path, case: Case, backend: str) -> None:
+    family = "cuda" if backend in ("cuda", "cuda_sim") else backend
+    expect = getattr(path, family)
+    if expect is None:
+        return
+    inputs = make_inputs(case, backend_device(backend))
+    r1 = case.R if case.two_fc else case.C
+    plan = kernel_path(backend, inputs.x, r1, case.two_fc, case.pool, others=[inputs.x])
+    assert expect(plan, case), f"{path.name}: {backend} takes another path: {plan}"
+
+
+@pytest.mark.parametrize("path, case", list(_cases()))
+def test_path(backend, path, case):
+    assert_path(path, case, backend)
+    check_against_reference(case, backend)
