@@ -2,33 +2,58 @@
 
     pip install --no-build-isolation .        # builds against the torch already installed
 
-The compiled extension (se_kernels/_C*.so) holds the C++ ops: CPU kernels always, CUDA
-kernels when nvcc is found (CUDA_HOME, PATH or /usr/local/cuda) or FORCE_CUDA=1. The
-decision never depends on a GPU being present, so CUDA builds on GPU-less machines.
+What gets built (the sources are listed once, in csrc/sources.txt; the flags and the
+default CUDA archs once, in csrc/build_policy.json, which CMakeLists.txt reads too):
+- se_kernels/_C*.so, the ops library, built for the baseline ISA: op registration, input
+  checks, the CPU ops' host side, the cuda_sim emulator and the CUDA kernels' launch plan,
+  plus the CUDA kernels when nvcc is found (CUDA_HOME, PATH or /usr/local/cuda) or
+  FORCE_CUDA=1. The decision never depends on a GPU being present.
+- se_kernels/_cpu_<isa>*.so, the CPU kernels, once per ISA variant (baseline x86-64,
+  AVX2 + FMA + F16C, AVX-512) that the compiler can target; the ops library loads the
+  best one the running CPU supports at first use (SE_KERNELS_CPU_ISA forces one).
 
 Environment:
     FORCE_CUDA=1               build the CUDA kernels (fails if nvcc is missing)
-    SE_KERNELS_NO_CUDA=1       CPU kernels only, even when nvcc is present
+    SE_KERNELS_NO_CUDA=1       no CUDA kernels, even when nvcc is present
     SE_KERNELS_NO_EXTENSION=1  pure Python (Triton + reference backends only)
-    SE_KERNELS_NO_AVX2=1       build the CPU kernels without AVX2 (portable, slower); by
-                               default x86-64 hosts with AVX2/FMA/F16C build them with it
-    TORCH_CUDA_ARCH_LIST       GPU archs; default "8.0;8.6;8.9;9.0+PTX"
+    SE_KERNELS_CPU_ISAS        CPU kernel variants to build, e.g. "baseline avx2"
+                               (default: every variant of the policy the compiler accepts)
+    TORCH_CUDA_ARCH_LIST       GPU archs; default from csrc/build_policy.json
     MAX_JOBS                   parallel compile jobs (ninja is used when installed)
 """
 
+import json
 import os
 import platform
+import re
+import subprocess
+import tempfile
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_ARCHS = "8.0;8.6;8.9;9.0+PTX"
+POLICY = json.loads((ROOT / "csrc" / "build_policy.json").read_text())
 
 
-def read_sources() -> list[str]:
-    lines = (ROOT / "csrc" / "sources.txt").read_text().splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+def version() -> str:
+    """The one version: se_kernels/__init__.py's __version__."""
+    text = (ROOT / "se_kernels" / "__init__.py").read_text()
+    return re.search(r'^__version__ = "([^"]+)"', text, re.M).group(1)
+
+
+def read_sources() -> tuple[list[str], list[str]]:
+    """(ops library sources, per-ISA CPU kernel sources) from csrc/sources.txt."""
+    ops, isa = [], []
+    for line in (ROOT / "csrc" / "sources.txt").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("isa:"):
+            isa.append(line[len("isa:"):].strip())
+        else:
+            ops.append(line)
+    return ops, isa
 
 
 def want_cuda(cuda_home) -> bool:
@@ -39,19 +64,25 @@ def want_cuda(cuda_home) -> bool:
     return cuda_home is not None and (Path(cuda_home) / "bin" / "nvcc").exists()
 
 
-def cpu_simd_flags() -> list[str]:
-    """AVX2 for at::vec in the CPU kernels when the build host has it.
+def compiler_accepts(flags: list[str]) -> bool:
+    """Whether the C++ compiler can target an ISA (not whether this CPU runs it)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.cpp"
+        src.write_text("int main() { return 0; }\n")
+        probe = subprocess.run([os.environ.get("CXX", "c++"), *flags, "-c", str(src), "-o",
+                                str(Path(tmp) / "probe.o")], capture_output=True)
+        return probe.returncode == 0
 
-    Without CPU_CAPABILITY_AVX2 an extension gets at::vec's scalar fallback. The
-    resulting library needs an AVX2 CPU, as does any build made on such a host.
-    """
-    if os.environ.get("SE_KERNELS_NO_AVX2") == "1" or platform.machine() not in ("x86_64", "AMD64"):
-        return []
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
-    if not {"avx2", "fma", "f16c"} <= flags:
-        return []
-    return ["-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2"]
+
+def cpu_isas() -> list[str]:
+    wanted = os.environ.get("SE_KERNELS_CPU_ISAS", "").split() or list(POLICY["cpu_isa"])
+    unknown = set(wanted) - set(POLICY["cpu_isa"])
+    if unknown:
+        raise SystemExit(f"SE_KERNELS_CPU_ISAS: unknown {sorted(unknown)}; "
+                         f"choose from {list(POLICY['cpu_isa'])}")
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    return [isa for isa in wanted
+            if (x86 or isa not in POLICY["x86_only"]) and compiler_accepts(POLICY["cpu_isa"][isa])]
 
 
 def extensions():
@@ -59,31 +90,49 @@ def extensions():
         return [], {}
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
+    class BuildPerExtensionDir(BuildExtension):
+        """Each library compiles in its own temp dir: the ISA variants share sources, so
+        their objects must not overwrite each other."""
+
+        def build_extension(self, ext):
+            base = self.build_temp
+            self.build_temp = os.path.join(base, ext.name.rsplit(".", 1)[-1])
+            try:
+                super().build_extension(ext)
+            finally:
+                self.build_temp = base
+
     with_cuda = want_cuda(CUDA_HOME)
-    sources = [s for s in read_sources() if with_cuda or not s.endswith(".cu")]
+    ops_sources, isa_sources = read_sources()
+    ops_sources = [s for s in ops_sources if with_cuda or not s.endswith(".cu")]
     # -fopenmp: at::parallel_for is an inline OpenMP region in torch's headers; without it
     # the CPU kernels silently run on one thread. libgomp resolves to torch's own copy.
-    cxx_flags = ["-O3", "-fopenmp", "-Wno-unknown-pragmas", *cpu_simd_flags()]
-    link_flags = ["-fopenmp"]
+    cxx = ["-O3", "-fopenmp", "-Wno-unknown-pragmas"]
+    link = ["-fopenmp"]
     if with_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCHS)
-        ext = CUDAExtension(
-            "se_kernels._C", sources,
-            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]},
-            extra_link_args=link_flags,
-        )
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", POLICY["cuda_archs"])
+        ops = CUDAExtension("se_kernels._C", ops_sources,
+                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]},
+                            extra_link_args=link)
     else:
-        ext = CppExtension("se_kernels._C", sources, extra_compile_args={"cxx": cxx_flags},
-                           extra_link_args=link_flags)
-    print(f"se_kernels: building the extension with{'' if with_cuda else 'out'} CUDA kernels")
-    return [ext], {"build_ext": BuildExtension}
+        ops = CppExtension("se_kernels._C", ops_sources, extra_compile_args={"cxx": cxx},
+                           extra_link_args=link)
+    isas = cpu_isas()
+    kernels = [CppExtension(f"se_kernels._cpu_{isa}", isa_sources,
+                            extra_compile_args={"cxx": cxx + POLICY["cpu_isa_flags_common"]
+                                                + POLICY["cpu_isa"][isa] + [f"-DSE_CPU_ISA={isa}"]},
+                            extra_link_args=link)
+               for isa in isas]
+    print(f"se_kernels: building the ops library with{'' if with_cuda else 'out'} CUDA kernels, "
+          f"CPU kernels for {isas}")
+    return [ops, *kernels], {"build_ext": BuildPerExtensionDir}
 
 
 ext_modules, cmdclass = extensions()
 
 setup(
     name="se_kernels",
-    version="0.1.0",
+    version=version(),
     description="Fused Squeeze-and-Excitation kernels (CUDA, Triton, CPU) for PyTorch",
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/layout.h"
+#include "cpu/plan.h"
 #include "cuda/limits.h"
 #include "cuda/plan.h"
 #include "se_host.h"

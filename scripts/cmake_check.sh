@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Configure and build the ops library through CMake (the same sources as setup.py),
-# then check it loads and registers a kernel for every op. Run inside the set-up env.
+# Configure and build the libraries through CMake (the same sources and build policy as
+# setup.py), then check that the ops library loads, registers a kernel for every op, and
+# loads its CPU kernel library and computes. Run inside the set-up env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 site=$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -26,5 +27,13 @@ missing = [f"se_kernels::{op} {key}" for op, key in wanted
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"se_kernels::{op}", key)]
 if missing:
     raise SystemExit(f"CMake build: no kernel registered for {missing}")
-print(f"CMake build OK: registered {', '.join(f'{op} ({key})' for op, key in wanted)}")
+isa = torch.ops.se_kernels.cpu_isa()  # loads libse_kernels_cpu_<isa>.so beside the ops library
+x = torch.randn(2, 8, 5, 5)
+w1, w2 = torch.randn(4, 8), torch.randn(8, 4)
+args = (x, w1, None, w2, None, None, "avg", "relu", "sigmoid", 1.0, "identity")
+y = torch.ops.se_kernels.forward(*args)[0]
+ref = x * torch.sigmoid(torch.relu(x.mean((2, 3)) @ w1.t()) @ w2.t())[:, :, None, None]
+torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+print(f"CMake build OK: registered {', '.join(f'{op} ({key})' for op, key in wanted)}; "
+      f"CPU kernels {torch.ops.se_kernels.cpu_isas()} built, {isa} in use and correct")
 PY

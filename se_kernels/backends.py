@@ -65,6 +65,20 @@ def _has_kernel(key: str, ops: tuple[str, ...] = ("forward", "backward")) -> boo
                for op in ops)
 
 
+def _cpu_kernels_load() -> bool:
+    """The CPU ops are registered by the ops library; their kernels live in per-ISA
+    libraries beside it, one of which must load on this CPU."""
+    return bool(torch.ops.se_kernels.cpu_isas())
+
+
+def cpu_isa() -> str:
+    """The ISA of the CPU kernels in use: "avx512", "avx2" or "baseline" (the widest the
+    CPU supports among those built, or the one SE_KERNELS_CPU_ISA names)."""
+    if PROBE.extension:
+        raise BackendUnavailableError(f"{PROBE.extension}; {BUILD_HINT}")
+    return torch.ops.se_kernels.cpu_isa()
+
+
 def _probe() -> _Probe:
     ext_error = _load_extension()
     try:
@@ -76,7 +90,7 @@ def _probe() -> _Probe:
     return _Probe(
         extension=ext_error,
         cuda_kernels=ext_error is None and _has_kernel("CUDA"),
-        cpu_kernels=ext_error is None and _has_kernel("CPU"),
+        cpu_kernels=ext_error is None and _has_kernel("CPU") and _cpu_kernels_load(),
         sim_kernels=ext_error is None and _has_kernel("CPU", ("sim_forward", "sim_backward")),
         triton=triton_error,
         gpu=torch.cuda.is_available(),
@@ -112,7 +126,8 @@ def unavailable_reason(backend: str, device_type: str) -> Optional[str]:
         if backend == "cuda" and not PROBE.gpu:
             return "no CUDA GPU is visible to torch"
         if backend == "cpu" and not PROBE.cpu_kernels:
-            return "the extension was built without the CPU kernels"
+            return ("no CPU kernel library was built for this CPU (se_kernels/_cpu_<isa>*.so); "
+                    + BUILD_HINT)
         return None
     raise ValueError(f"backend must be 'auto' or one of {list(BACKENDS)}, got {backend!r}")
 

@@ -131,11 +131,32 @@ def test_train_gradients_match_exactly_in_float64(name):
                                rtol=1e-9, atol=1e-12)
 
 
+def _rounding_sensitivity(model: nn.Module, x: torch.Tensor) -> float:
+    """How far one float32 rounding of every SE output moves all gradients (relative L2,
+    the larger of two random draws): what rounding alone forces through this network.
+    Train-mode BatchNorm over 2 samples of 2x2 maps, and ReLUs whose inputs sit within
+    rounding of 0, make some of these models amplify a 1-ulp change to 1e-2."""
+    base = _train_grads(model, x)
+    worst = 0.0
+    for seed in (1, 2):
+        gen = torch.Generator().manual_seed(seed)
+        noise = lambda m, args, out: out * (1 + 2.0 ** -23 * torch.randn(  # noqa: E731
+            out.shape, generator=gen).to(out))
+        handles = [m.register_forward_hook(noise) for m in model.modules()
+                   if isinstance(m, FusedSE)]
+        moved = _train_grads(model, x)
+        for h in handles:
+            h.remove()
+        worst = max(worst, ((moved - base).norm() / base.norm()).item())
+    return worst
+
+
 @pytest.mark.parametrize("name, backend", TRAIN_CASES, ids=[f"{n}-{b}" for n, b in TRAIN_CASES])
 def test_train_gradients_match_in_float32(name, backend):
-    """fp32 kernels in a whole train-mode model: the tolerance rule on the relative L2
-    error of all gradients together. (Per element it is ill-posed here: train-mode BN on
-    2x2 maps of 2 samples amplifies rounding, and a ReLU can flip either way.)"""
+    """fp32 kernels in a whole train-mode model: the relative L2 error of all gradients
+    together may be twice eager's, plus twice what one rounding of the SE outputs moves
+    them (measured on this model), plus 1e-4. (Per element it is ill-posed: a ReLU can
+    flip either way.)"""
     require_backend(backend)
     device = backend_device(backend)
     original = build(name, train=True).to(device)
@@ -148,7 +169,11 @@ def test_train_gradients_match_in_float32(name, backend):
     def rel(g):
         return ((g - truth).norm() / truth.norm()).item()
 
-    assert rel(got) <= 2 * rel(eager) + 1e-4, f"grad error {rel(got):.2e}, eager {rel(eager):.2e}"
+    sensitivity = _rounding_sensitivity(converted, x)
+    bound = 2 * rel(eager) + 2 * sensitivity + 1e-4
+    assert bound < 0.25, f"bound {bound:.2e}: the model is too ill-conditioned to test"
+    assert rel(got) <= bound, (f"grad error {rel(got):.2e}, eager {rel(eager):.2e}, "
+                               f"rounding sensitivity {sensitivity:.2e}")
 
 
 def test_state_dict_and_optimizer_survive_conversion():

@@ -54,7 +54,7 @@ PATHS = [
          cuda=lambda p, c: c.R > p.threads),
     Path("several-channel-blocks", Case(N=2, C=130, H=3, W=3, R=8, layout="channels_last"),
          cuda=lambda p, c: p.n_cblocks == 3, triton=lambda p, c: p.n_cblocks > 1),
-    Path("hw-split", Case(N=1, C=5, H=24, W=24, R=2),
+    Path("hw-split", Case(N=1, C=5, H=40, W=40, R=2),
          cuda=lambda p, c: p.n_splits > 1, triton=lambda p, c: p.n_splits > 1,
          cpu=lambda p, c: p.n_splits > 1 and not p.per_sample),
 ]

@@ -107,7 +107,7 @@ __device__ __forceinline__ int channel_of(int cl, int i, bool channels_last) {
 // sum_s[cl] receives sum(a), aux_s[cl] receives max(b) (AUX_MAX) or sum(b).
 // red must hold 2 * kThreads * VEC floats. Ends with __syncthreads().
 template <int VEC, bool AUX_MAX, typename Fn>
-__device__ void reduce_tile(const Tile& t, bool channels_last, int block_c, Fn&& fn,
+__device__ __forceinline__ void reduce_tile(const Tile& t, bool channels_last, int block_c, Fn&& fn,
                             sptr<float> red, sptr<float> sum_s, sptr<float> aux_s) {
   const float aux_init = AUX_MAX ? -INFINITY : 0.0f;
   auto combine = [](float acc, float v) { return AUX_MAX ? nan_max(acc, v) : acc + v; };

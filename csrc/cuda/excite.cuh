@@ -10,7 +10,7 @@ namespace se_kernels::cuda {
 inline namespace SE_CUDA_TARGET {
 
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads) excite_kernel(const ExciteParams<T> p) {
+__global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_kernel(const ExciteParams<T> p) {
   SE_SHARED(float, h_s, kRChunk);
   SE_SHARED(float, logit_s, kMaxBlockC);
   SE_SHARED(float, scale_s, kMaxBlockC);

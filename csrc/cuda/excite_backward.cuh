@@ -10,7 +10,7 @@ namespace se_kernels::cuda {
 inline namespace SE_CUDA_TARGET {
 
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads) excite_backward_kernel(const ExciteBackwardParams<T> p) {
+__global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_backward_kernel(const ExciteBackwardParams<T> p) {
   SE_SHARED(float, dz_s, kRChunk);
   SE_SHARED(float, scale_s, kMaxBlockC);
   SE_SHARED(float, d_mean_s, kMaxBlockC);

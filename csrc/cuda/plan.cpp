@@ -57,12 +57,15 @@ Plan make_plan(const Problem& p, const HWStrides& xs, bool allow_split, int sm_c
   plan.n_cblocks = static_cast<int>(ceil_div(p.C, plan.block_c));
   TORCH_CHECK(p.N <= INT32_MAX && plan.n_cblocks <= 65535, "x of shape [N=", p.N, ", C=", p.C,
               "] exceeds the CUDA grid limits (N < 2^31, C / ", plan.block_c, " <= 65535)");
-  // Enough CTAs to fill the GPU twice over; HW ranges stay multiples of 8 elements so
-  // every range starts on a 16-byte boundary in the vector path.
+  // Enough CTAs to fill the GPU twice over, each with at least kMinElementsPerCta
+  // elements; HW ranges stay multiples of 8 elements so every range starts on a 16-byte
+  // boundary in the vector path.
   const int64_t granule = 8;
   const int64_t programs = std::max<int64_t>(1, p.N * plan.n_cblocks);
+  const int64_t max_pieces =
+      std::min(p.HW / granule, p.HW * std::min<int64_t>(plan.block_c, p.C) / kMinElementsPerCta);
   const int64_t pieces = std::clamp<int64_t>(ceil_div(2 * sm_count, programs), 1,
-                                             std::max<int64_t>(1, p.HW / 64));
+                                             std::max<int64_t>(1, max_pieces));
   std::tie(plan.n_splits, plan.hw_per_split) = cut(p.HW, allow_split ? pieces : 1, granule);
   std::tie(plan.n_tiles, plan.hw_per_tile) = cut(p.HW, pieces, granule);
   return plan;

@@ -10,7 +10,7 @@ namespace se_kernels::cuda {
 inline namespace SE_CUDA_TARGET {
 
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads) squeeze_kernel(const SqueezeParams<T> p) {
+__global__ void __launch_bounds__(kThreads, kMinCtasPerSm) squeeze_kernel(const SqueezeParams<T> p) {
   SE_SHARED(float, red, 2 * kThreads * VEC);
   SE_SHARED(float, pooled_s, kMaxBlockC);
   SE_SHARED(float, max_s, kMaxBlockC);

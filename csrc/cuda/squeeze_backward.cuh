@@ -9,7 +9,7 @@ namespace se_kernels::cuda {
 inline namespace SE_CUDA_TARGET {
 
 template <typename T, int VEC>
-__global__ void __launch_bounds__(kThreads) squeeze_backward_kernel(const SqueezeBackwardParams<T> p) {
+__global__ void __launch_bounds__(kThreads, kMinCtasPerSm) squeeze_backward_kernel(const SqueezeBackwardParams<T> p) {
   SE_SHARED(float, red, 2 * kThreads * VEC);
   SE_SHARED(float, gx_s, kMaxBlockC);
   SE_SHARED(float, ties_s, kMaxBlockC);

@@ -10,10 +10,10 @@ import triton
 import triton.language as tl
 
 from .math import act_fwd, gate_fwd, relu, sum_parts
-from .tiles import program_tile
+from .tiles import STREAMING_SHAPE_ARGS, program_tile
 
 
-@triton.jit
+@triton.jit(do_not_specialize=STREAMING_SHAPE_ARGS)
 def excite_kernel(
     x_ptr, residual_ptr, y_ptr,
     fc1_part_ptr,  # [N, n_parts, R1] fp32 from the squeeze kernel
@@ -31,7 +31,6 @@ def excite_kernel(
     HAS_RESIDUAL: tl.constexpr, OUT_RELU: tl.constexpr,
     ACT: tl.constexpr, GATE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_PARTS: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
 ):
     n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_tile, BLOCK_C)
     cblock = tl.program_id(1)
@@ -43,7 +42,7 @@ def excite_kernel(
         for r0 in range(0, R1, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)
             r_mask = r < R1
-            z1 = sum_parts(part_rows, n_parts, R1, r, r_mask, BLOCK_PARTS)
+            z1 = sum_parts(part_rows, n_parts, R1, r, r_mask)
             if HAS_B1:
                 z1 += tl.load(b1_ptr + r, mask=r_mask, other=0.0).to(tl.float32)
             tl.store(fc1_out_ptr + n * R1 + r, z1, mask=r_mask & first_tile & (cblock == 0))
@@ -55,12 +54,12 @@ def excite_kernel(
             logit += tl.load(b2_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
         tl.store(fc2_out_ptr + n * C + c, logit, mask=c_mask & first_tile)
     else:  # single-FC eSE: only this block's columns of FC1 are needed
-        logit = sum_parts(part_rows, n_parts, R1, c, c_mask, BLOCK_PARTS)
+        logit = sum_parts(part_rows, n_parts, R1, c, c_mask)
         if HAS_B1:
             logit += tl.load(b1_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
         tl.store(fc1_out_ptr + n * R1 + c, logit, mask=c_mask & first_tile)
 
-    pooled = sum_parts(pooled_part_ptr + n * n_splits * C, n_splits, C, c, c_mask, BLOCK_SPLITS)
+    pooled = sum_parts(pooled_part_ptr + n * n_splits * C, n_splits, C, c, c_mask)
     tl.store(pooled_ptr + n * C + c, pooled, mask=c_mask & first_tile)
 
     scale = gain * gate_fwd(logit, GATE)

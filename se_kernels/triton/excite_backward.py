@@ -10,10 +10,10 @@ import triton
 import triton.language as tl
 
 from .math import act_grad, gate_fwd, sum_parts
-from .tiles import masked_grad, program_tile
+from .tiles import STREAMING_SHAPE_ARGS, masked_grad, program_tile
 
 
-@triton.jit
+@triton.jit(do_not_specialize=STREAMING_SHAPE_ARGS)
 def excite_backward_kernel(
     g_ptr, x_ptr, out_ptr,
     dx_ptr, d_residual_ptr,
@@ -35,7 +35,6 @@ def excite_backward_kernel(
     HAS_FC2: tl.constexpr, OUT_RELU: tl.constexpr, WRITE_D_RESIDUAL: tl.constexpr,
     POOL_MAX: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
-    BLOCK_PARTS: tl.constexpr, BLOCK_SPLITS: tl.constexpr,
 ):
     n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_tile, BLOCK_C)
     cblock = tl.program_id(1)
@@ -47,18 +46,18 @@ def excite_backward_kernel(
         r = r0 + tl.arange(0, BLOCK_R)
         r_mask = r < R1
         if HAS_FC2:
-            dz1 = sum_parts(dh_part_ptr + n * n_parts * R1, n_parts, R1, r, r_mask, BLOCK_PARTS)
+            dz1 = sum_parts(dh_part_ptr + n * n_parts * R1, n_parts, R1, r, r_mask)
             z1 = tl.load(fc1_out_ptr + n * R1 + r, mask=r_mask, other=0.0)
             dz1 = dz1 * act_grad(z1, ACT)
         else:  # single-FC: dL/d(FC1 output) is the gate-input grad itself (R1 == C)
-            dz1 = sum_parts(d_logit_rows, n_splits, C, r, r_mask, BLOCK_SPLITS)
+            dz1 = sum_parts(d_logit_rows, n_splits, C, r, r_mask)
         tl.store(grad_fc1_ptr + n * R1 + r, dz1, mask=r_mask & first_tile & (cblock == 0))
         w1 = tl.load(w1_ptr + r[:, None] * stride_w1r + c[None, :] * stride_w1c,
                      mask=r_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
         dp += tl.sum(w1 * dz1[:, None], axis=0)
 
     if HAS_FC2:
-        dz2 = sum_parts(d_logit_rows, n_splits, C, c, c_mask, BLOCK_SPLITS)
+        dz2 = sum_parts(d_logit_rows, n_splits, C, c, c_mask)
         tl.store(grad_fc2_ptr + n * C + c, dz2, mask=c_mask & first_tile)
 
     scale = gain * gate_fwd(tl.load(gate_in_ptr + n * C + c, mask=c_mask, other=0.0), GATE)

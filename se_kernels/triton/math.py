@@ -62,17 +62,24 @@ def gate_grad(z, GATE: tl.constexpr):
     return d
 
 
+# Elements of one tile of partial sums: a [PART_TILE // cols, cols] tile is at most 8
+# registers per thread at 4 warps, however many partials there are.
+PART_TILE = tl.constexpr(1024)
+
+
 @triton.jit
-def sum_parts(ptr, n_rows, row_stride, cols, col_mask, BLOCK_ROWS: tl.constexpr):
+def sum_parts(ptr, n_rows, row_stride, cols, col_mask):
     """Sum rows ``ptr[0:n_rows, cols]`` of a float32 buffer in a fixed order.
 
-    Loads ``[BLOCK_ROWS, len(cols)]`` tiles, so adding many partials costs few
-    instructions; the order is fixed by the launch plan, so the result is bitwise
-    reproducible (no atomics).
+    Walks the rows in ``[ROWS, len(cols)]`` chunks whose size depends only on len(cols),
+    so many partials cost few instructions and few registers; the order is fixed by the
+    shape, so the result is bitwise reproducible (no atomics).
     """
+    COLS: tl.constexpr = cols.shape[0]
+    ROWS: tl.constexpr = (PART_TILE + COLS - 1) // COLS
     total = tl.zeros(cols.shape, dtype=tl.float32)
-    for row0 in range(0, n_rows, BLOCK_ROWS):
-        rows = row0 + tl.arange(0, BLOCK_ROWS)
+    for row0 in range(0, n_rows, ROWS):
+        rows = row0 + tl.arange(0, ROWS)
         tile = tl.load(ptr + rows[:, None] * row_stride + cols[None, :],
                        mask=(rows < n_rows)[:, None] & col_mask[None, :], other=0.0)
         total += tl.sum(tile, axis=0)

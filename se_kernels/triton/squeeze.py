@@ -10,10 +10,10 @@ import triton
 import triton.language as tl
 
 from .math import nan_max
-from .tiles import program_tile
+from .tiles import REDUCTION_SHAPE_ARGS, program_tile
 
 
-@triton.jit
+@triton.jit(do_not_specialize=REDUCTION_SHAPE_ARGS)
 def squeeze_kernel(
     x_ptr, w1_ptr,
     pooled_part_ptr,  # [N, n_splits, C] fp32: this split's share of the pooled value

@@ -9,10 +9,10 @@ import triton
 import triton.language as tl
 
 from .math import gate_grad
-from .tiles import masked_grad, program_tile
+from .tiles import REDUCTION_SHAPE_ARGS, masked_grad, program_tile
 
 
-@triton.jit
+@triton.jit(do_not_specialize=REDUCTION_SHAPE_ARGS)
 def squeeze_backward_kernel(
     g_ptr, x_ptr, out_ptr,
     w2_ptr,

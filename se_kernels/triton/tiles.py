@@ -4,6 +4,13 @@ gradient load both backward kernels share."""
 import triton
 import triton.language as tl
 
+# Shape arguments only used in masks and in offsets into the small float32 buffers: Triton
+# would otherwise compile a new variant for every pattern of their divisibility by 16 (and
+# for the value 1), which a network's dozens of layer shapes would each trigger. The
+# strides and the HW piece lengths stay specialized: they decide vectorised access.
+REDUCTION_SHAPE_ARGS = ["C", "HW", "R1"]
+STREAMING_SHAPE_ARGS = REDUCTION_SHAPE_ARGS + ["n_parts", "n_splits"]
+
 
 @triton.jit
 def program_tile(C, HW, hw_per_piece, BLOCK_C: tl.constexpr):

@@ -1,17 +1,15 @@
-// Fused SE forward on the CPU: pool, FC1 -> act -> FC2 -> gate, then y = x * scale
-// (+ residual, ReLU), vectorised with at::vec and parallel with at::parallel_for.
-// Deterministic for a fixed thread count (every sum runs in a fixed order in one task).
-#include "../se_dispatch.h"
-#include <torch/library.h>
-
+// Fused SE forward on the CPU, built once per ISA (see abi.h): pool, FC1 -> act -> FC2
+// -> gate, then y = x * scale (+ residual, ReLU), vectorised with at::vec and parallel
+// with at::parallel_for. Bitwise deterministic: every sum runs in an order the shape
+// fixes, in one task.
 #include <limits>
 #include <vector>
 
-#include "../se_host.h"
 #include "../se_math.h"
+#include "abi.h"
 #include "linear.h"
+#include "stages.h"
 #include "vec_io.h"
-#include "layout.h"
 
 namespace se_kernels::cpu {
 namespace {
@@ -134,45 +132,35 @@ struct ForwardKernel {
   }
 };
 
-ForwardOutputs forward_cpu(const at::Tensor& x_in, const at::Tensor& w1,
-                           const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
-                           const std::optional<at::Tensor>& b2,
-                           const std::optional<at::Tensor>& residual, c10::string_view pool,
-                           c10::string_view act, c10::string_view gate, double gain,
-                           c10::string_view out_act) {
-  const Options opts = parse_options(pool, act, gate, gain, out_act);
-  const Problem p = check_forward(x_in, w1, b1, w2, b2, residual);
-  if (p.N == 0) return forward_outputs(x_in, p, opts);
-
-  const bool cl = choose_channels_last(x_in);
-  const at::Tensor x = in_layout(x_in, cl);
-  const bool has_residual = residual.has_value() && residual->defined();
-  const at::Tensor res = has_residual ? in_layout(*residual, cl) : at::Tensor();
-  const Plan plan = make_plan(p, cl, x.element_size(), opts.pool == Pool::Avg,
-                              at::get_num_threads());
-  const at::Tensor w1f = as_float(w1), b1f = as_float(b1), w2f = as_float(w2), b2f = as_float(b2);
-  // One scratch allocation, made before the outputs (see ScratchFloats).
-  ScratchFloats scratch(x, {p.N * plan.n_splits * p.C, p.N * p.C, (p.has_fc2 ? p.N : 0) * p.R1});
-  float *pooled_part = scratch[0], *scale = scratch[1], *hidden = scratch[2];
-  auto outputs = forward_outputs(x_in, p, opts);
-  auto& [y_out, pooled, pooled_max, fc1_out, fc2_out] = outputs;
-  OutputInLayout y(y_out, cl);
-
-  SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::forward_cpu", [&] {
-    ForwardKernel<scalar_t> k{x.data_ptr<scalar_t>(), has_residual ? res.data_ptr<scalar_t>() : nullptr,
-                              y.work.data_ptr<scalar_t>(), w1f.data_ptr<float>(),
-                              float_data_or_null(b1f), float_data_or_null(w2f),
-                              float_data_or_null(b2f), pooled_part, pooled.data_ptr<float>(),
-                              pooled_max.data_ptr<float>(), fc1_out.data_ptr<float>(), hidden,
-                              fc2_out.data_ptr<float>(), scale, p, opts, cl, plan.n_splits};
-    run_stages(k, p, plan, cl);
-  });
-  y.finish();
-  return outputs;
+template <typename T>
+void run_forward(const ForwardArgs& a) {
+  ForwardKernel<T> k{
+      .x = static_cast<const T*>(a.x),
+      .residual = static_cast<const T*>(a.residual),
+      .y = static_cast<T*>(a.y),
+      .w1 = a.w1,
+      .b1 = a.b1,
+      .w2 = a.w2,
+      .b2 = a.b2,
+      .pooled_part = a.pooled_part,
+      .pooled = a.pooled,
+      .pooled_max = a.pooled_max,
+      .fc1_out = a.fc1_out,
+      .hidden = a.hidden,
+      .fc2_out = a.fc2_out,
+      .scale = a.scale,
+      .p = a.problem,
+      .o = a.options,
+      .channels_last = a.channels_last,
+      .n_splits = a.plan.n_splits,
+  };
+  run_stages(k, a.problem, a.plan, a.channels_last);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(se_kernels, CPU, m) { m.impl("forward", &forward_cpu); }
+void forward_kernel(const ForwardArgs& a) {
+  with_dtype(a.dtype, [&](auto tag) { run_forward<typename decltype(tag)::type>(a); });
+}
 
 }  // namespace se_kernels::cpu

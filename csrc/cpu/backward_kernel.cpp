@@ -1,19 +1,17 @@
-// Fused SE backward on the CPU, the same three stages as the forward:
+// Fused SE backward on the CPU, built once per ISA (see abi.h); the same three stages as
+// the forward:
 //   reduce: ds = sum_hw g*x (ReLU-epilogue mask applied) and, for avgmax, the tie count;
 //   sample: d_logit = gain*ds*gate', dh = W2^T d_logit, dz1 = dh*act', dp = W1^T dz1
 //           (small GEMMs over the samples);
 //   stream: dx = g*gain*s + dp/HW (+ the max share), and the masked residual grad.
 // The weight and bias gradients are small GEMMs over the batch, done by the caller.
-#include <torch/library.h>
-
 #include <vector>
 
-#include "../se_dispatch.h"
-#include "../se_host.h"
 #include "../se_math.h"
+#include "abi.h"
 #include "linear.h"
+#include "stages.h"
 #include "vec_io.h"
-#include "layout.h"
 
 namespace se_kernels::cpu {
 namespace {
@@ -39,13 +37,14 @@ struct BackwardKernel {
 
   bool avgmax() const { return o.pool == Pool::AvgMax; }
 
-  // g with the epilogue's ReLU mask applied, for n elements at offset i.
+  // g with the epilogue's ReLU mask applied, for n elements at offset i: zero where the
+  // saved output is <= 0; a NaN output keeps its gradient, as torch's relu backward.
   template <bool RELU>
   fVec masked_grad(int64_t i, int64_t n) const {
     const fVec gv = load(g + i, n);
     if constexpr (!RELU) return gv;
     const fVec zero(0.0f);
-    return fVec::blendv(zero, gv, load(out + i, n) > zero);
+    return fVec::blendv(gv, zero, load(out + i, n) <= zero);
   }
 
   void reduce(int64_t n, int64_t c0, int64_t c1, int64_t split, int64_t hw0, int64_t hw1) const {
@@ -160,49 +159,39 @@ struct BackwardKernel {
   }
 };
 
-BackwardOutputs backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in,
-                             const std::optional<at::Tensor>& out, const at::Tensor& w1,
-                             const std::optional<at::Tensor>& w2, const at::Tensor& pooled_max,
-                             const at::Tensor& fc1_out, const at::Tensor& fc2_out,
-                             bool has_residual, c10::string_view pool, c10::string_view act,
-                             c10::string_view gate, double gain, c10::string_view out_act) {
-  const Options opts = parse_options(pool, act, gate, gain, out_act);
-  const Problem p = check_backward(grad_y, x_in, out, w1, w2, pooled_max, fc1_out, fc2_out, opts);
-  const bool write_d_residual = has_residual && opts.out_relu;
-  if (p.N == 0) return backward_outputs(x_in, p, write_d_residual);
-
-  const bool cl = choose_channels_last(x_in);
-  const at::Tensor x = in_layout(x_in, cl), g = in_layout(grad_y, cl);
-  const at::Tensor o = opts.out_relu ? in_layout(*out, cl) : at::Tensor();
-  const Plan plan = make_plan(p, cl, x.element_size(), opts.pool == Pool::Avg,
-                              at::get_num_threads());
-  const at::Tensor w1f = as_float(w1), w2f = as_float(w2);
-  const int64_t nc = p.N * p.C;
-  // d_part, ties, scale, d_mean, d_max, d_pooled: one allocation, before the outputs.
-  ScratchFloats scratch(x, {plan.n_splits * nc, nc, nc, nc, nc, nc});
-  auto outputs = backward_outputs(x_in, p, write_d_residual);
-  auto& [dx_out, d_residual_out, grad_fc1, grad_fc2] = outputs;
-  OutputInLayout dx(dx_out, cl), d_res(d_residual_out, cl);
-  const at::Tensor& gate_in = p.has_fc2 ? fc2_out : fc1_out;
-
-  SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::backward_cpu", [&] {
-    using T = scalar_t;
-    BackwardKernel<T> k{g.data_ptr<T>(), x.data_ptr<T>(), o.defined() ? o.data_ptr<T>() : nullptr,
-                        dx.work.data_ptr<T>(), write_d_residual ? d_res.work.data_ptr<T>() : nullptr,
-                        w1f.data_ptr<float>(), float_data_or_null(w2f),
-                        fc1_out.data_ptr<float>(), gate_in.data_ptr<float>(),
-                        pooled_max.data_ptr<float>(), scratch[0], scratch[1],
-                        grad_fc1.data_ptr<float>(), grad_fc2.data_ptr<float>(), scratch[5],
-                        scratch[2], scratch[3], scratch[4], p, opts, cl, plan.n_splits};
-    run_stages(k, p, plan, cl);
-  });
-  dx.finish();
-  if (write_d_residual) d_res.finish();
-  return outputs;
+template <typename T>
+void run_backward(const BackwardArgs& a) {
+  BackwardKernel<T> k{
+      .g = static_cast<const T*>(a.g),
+      .x = static_cast<const T*>(a.x),
+      .out = static_cast<const T*>(a.out),
+      .dx = static_cast<T*>(a.dx),
+      .d_residual = static_cast<T*>(a.d_residual),
+      .w1 = a.w1,
+      .w2 = a.w2,
+      .fc1_out = a.fc1_out,
+      .gate_in = a.gate_in,
+      .pooled_max = a.pooled_max,
+      .d_part = a.d_part,
+      .ties = a.ties,
+      .grad_fc1 = a.grad_fc1,
+      .grad_fc2 = a.grad_fc2,
+      .d_pooled = a.d_pooled,
+      .scale = a.scale,
+      .d_mean = a.d_mean,
+      .d_max = a.d_max,
+      .p = a.problem,
+      .o = a.options,
+      .channels_last = a.channels_last,
+      .n_splits = a.plan.n_splits,
+  };
+  run_stages(k, a.problem, a.plan, a.channels_last);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(se_kernels, CPU, m) { m.impl("backward", &backward_cpu); }
+void backward_kernel(const BackwardArgs& a) {
+  with_dtype(a.dtype, [&](auto tag) { run_backward<typename decltype(tag)::type>(a); });
+}
 
 }  // namespace se_kernels::cpu

@@ -1,0 +1,46 @@
+// Runs a CPU kernel's three stages over the plan (see plan.h), in parallel.
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "plan.h"
+
+namespace se_kernels::cpu {
+
+// Runs the three stages of a kernel K, which provides
+//   reduce(n, c0, c1, split, hw0, hw1), sample_range(n0, n1) and stream(row0, row1),
+// where stream rows are (n, c) pairs for NCHW and (n, hw) pairs for channels_last.
+template <typename K>
+void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last) {
+  const int64_t rows_per_sample = channels_last ? p.HW : p.C;
+  const int64_t row_len = channels_last ? p.C : p.HW;
+  if (plan.per_sample) {
+    at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        k.reduce(n, 0, p.C, 0, 0, p.HW);
+        k.sample_range(n, n + 1);
+        k.stream(n * rows_per_sample, (n + 1) * rows_per_sample);
+      }
+    });
+    return;
+  }
+  const int64_t tasks = p.N * plan.n_cblocks * plan.n_splits;
+  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t split = t % plan.n_splits, cb = (t / plan.n_splits) % plan.n_cblocks;
+      const int64_t n = t / (plan.n_splits * plan.n_cblocks);
+      const int64_t c0 = cb * plan.cblock, hw0 = split * plan.hw_per_split;
+      k.reduce(n, c0, std::min(c0 + plan.cblock, p.C), split, hw0,
+               std::min(hw0 + plan.hw_per_split, p.HW));
+    }
+  });
+  k.sample_range(0, p.N);  // the GEMMs split across threads inside
+  const int64_t grain = std::max<int64_t>(1, kStreamGrain / row_len);
+  at::parallel_for(0, p.N * rows_per_sample, grain,
+                   [&](int64_t r0, int64_t r1) { k.stream(r0, r1); });
+}
+
+}  // namespace se_kernels::cpu
