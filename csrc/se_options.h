@@ -1,4 +1,4 @@
-// Option codes shared by every C++ backend; they mirror se_kernels/options.py.
+// The options of the C++ ops, parsed from the schema's strings by parse_options (se_host.cpp).
 #pragma once
 
 #include <string_view>

@@ -103,13 +103,7 @@ class Workload:
     W: int
     dtype: str
     layout: str
-    pool: str
-    act: str
-    gate: str
-    two_fc: bool
-    bias1: bool
-    bias2: bool
-    residual: bool
+    options: "SEOptions"  # benchmarks.models.SEOptions
 
 
 def workloads() -> list[Workload]:
@@ -130,8 +124,7 @@ def workloads() -> list[Workload]:
                         for o in options:
                             out.append(Workload(layer.name, n, layer.C,
                                                 layer.R if o.two_fc else layer.C, layer.H,
-                                                layer.W, dtype, layout, o.pool, o.act, o.gate,
-                                                o.two_fc, o.bias1, o.bias2, o.residual))
+                                                layer.W, dtype, layout, o))
     return out
 
 
@@ -143,11 +136,12 @@ def meta_inputs(w: Workload):
         return torch.empty(w.N, w.C, w.H, w.W, device="meta", dtype=dt, memory_format=fmt)
 
     f32 = dict(device="meta", dtype=torch.float32)
+    o = w.options
     w1 = torch.empty(w.R1, w.C, **f32)
-    b1 = torch.empty(w.R1, **f32) if w.bias1 else None
-    w2 = torch.empty(w.C, w.R1, **f32) if w.two_fc else None
-    b2 = torch.empty(w.C, **f32) if w.two_fc and w.bias2 else None
-    return act(), w1, b1, w2, b2, act() if w.residual else None, act
+    b1 = torch.empty(w.R1, **f32) if o.bias1 else None
+    w2 = torch.empty(w.C, w.R1, **f32) if o.two_fc else None
+    b2 = torch.empty(w.C, **f32) if o.two_fc and o.bias2 else None
+    return act(), w1, b1, w2, b2, act() if o.residual else None, act
 
 
 # --- Triton: record the real launches, specialize them as a launch would --------------
@@ -178,7 +172,7 @@ def triton_variants(w: Workload, sm_count: int) -> list[TritonVariant]:
     from triton.runtime.jit import create_function_from_signature
 
     from se_kernels.triton import launch as triton_launch
-    from se_kernels.triton.config import assume_gpu
+    from se_kernels.triton.plan import assume_gpu
 
     backend = make_backend(GPUTarget("cuda", 90, 32))
     recorded = []
@@ -187,16 +181,17 @@ def triton_variants(w: Workload, sm_count: int) -> list[TritonVariant]:
         recorded.append((kernel, args, kwargs))
 
     x, w1, b1, w2, b2, res, act = meta_inputs(w)
-    out_act = "relu" if w.residual else "identity"
+    o = w.options
+    out_act = "relu" if o.residual else "identity"
     saved = triton_launch.launch
     triton_launch.launch = record
     try:
         with assume_gpu(sm_count):
             y, _pooled, pooled_max, fc1_out, fc2_out = triton_launch.forward(
-                x, w1, b1, w2, b2, res, w.pool, w.act, w.gate, 1.0, out_act)
+                x, w1, b1, w2, b2, res, o.pool, o.act, o.gate, 1.0, out_act)
             triton_launch.backward(act(), x, y if out_act == "relu" else None, w1, w2,
-                                   pooled_max, fc1_out, fc2_out, res is not None, w.pool, w.act,
-                                   w.gate, 1.0, out_act)
+                                   pooled_max, fc1_out, fc2_out, res is not None, o.pool, o.act,
+                                   o.gate, 1.0, out_act)
     finally:
         triton_launch.launch = saved
 
@@ -327,7 +322,7 @@ def cuda_instantiations(ws: Iterable[Workload]) -> set[tuple[str, int]]:
     for w in ws:
         x, *_ = meta_inputs(w)
         for sms in SM_COUNTS.values():
-            used.add((w.dtype, cuda_plan(x, w.R1, w.two_fc, w.pool, sms, [x]).vec))
+            used.add((w.dtype, cuda_plan(x, w.R1, w.options.two_fc, w.options.pool, sms, [x]).vec))
     return used
 
 

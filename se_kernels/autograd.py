@@ -18,9 +18,11 @@ class SEFunction(torch.autograd.Function):
     """Fused SE on an explicit kernel backend.
 
     ``SEFunction.apply(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act,
-    backend)`` with 2-D weights and a resolved backend name (``"triton"``, ``"cuda"`` or
-    ``"cpu"``) returns ``(y, pooled, pooled_max, fc1_out, fc2_out)``; only ``y`` is
-    differentiable. Prefer :func:`se_kernels.squeeze_excite`, which validates,
+    backend)`` with 2-D weights and a resolved backend name (``"cuda"``, ``"triton"``,
+    ``"cpu"``, ``"cuda_sim"``, or ``"reference"`` for the same contract in plain torch ops,
+    float64 included) returns ``(y, pooled, pooled_max, fc1_out, fc2_out)``; only ``y`` is
+    differentiable. Twice differentiable: a backward with ``create_graph=True`` runs as
+    differentiable torch ops. Prefer :func:`se_kernels.squeeze_excite`, which validates,
     reshapes weights and picks the backend first.
     """
 
@@ -49,6 +51,6 @@ class SEFunction(torch.autograd.Function):
         return outputs
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y, *unused):
+        # Fused normally; differentiable torch ops when a second backward will follow.
         return autograd_rules.backward(ctx, grad_y) + (None,)

@@ -4,6 +4,11 @@
 The backward op returns dx (and the masked residual grad) plus the two small
 gradients ``dL/d(FC1 out)`` ``[N, R1]`` and ``dL/d(FC2 out)`` ``[N, C]``; the weight and
 bias gradients are then two tiny GEMMs over the batch, done here once for all backends.
+
+When autograd needs a graph of the backward itself (``create_graph=True``: gradient
+penalties, meta-learning), the backward runs as differentiable torch ops instead: the
+reference formula, recomputed from the saved inputs, so a second backward goes through it.
+The first backward stays fused in the normal case.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Callable, Optional
 import torch
 
 from .options import hw_strides
-from .reference import apply_act
+from .reference import apply_act, se_stages
 
 # Forward-op arguments after x: w1, b1, w2, b2, residual, pool, act, gate, gain, out_act.
 N_FORWARD_ARGS = 11
@@ -27,8 +32,8 @@ def setup_context(ctx, inputs: tuple, output: tuple, backward_op: Callable) -> N
     ctx.options = (pool, act, gate, gain, out_act)
     ctx.has_residual = residual is not None
     ctx.bias_dtypes = (None if b1 is None else b1.dtype, None if b2 is None else b2.dtype)
-    ctx.save_for_backward(x, y if out_act == "relu" else None, w1, w2, pooled, pooled_max,
-                          fc1_out, fc2_out)
+    ctx.save_for_backward(x, y if out_act == "relu" else None, w1, w2, b1, b2, pooled,
+                          pooled_max, fc1_out, fc2_out)
     ctx.mark_non_differentiable(pooled, pooled_max, fc1_out, fc2_out)
 
 
@@ -50,9 +55,35 @@ def _layout_safe(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return grad.contiguous(memory_format=fmt)
 
 
+def _backward_with_graph(ctx, grad_y: torch.Tensor) -> tuple:
+    """The backward as differentiable torch ops (for create_graph=True): the VJP of
+    x * scale(x, weights), recomputed by the reference formula in float32 (float64 for
+    float64), with the ReLU epilogue's mask applied to grad_y first."""
+    x, out, w1, w2, b1, b2, *_ = ctx.saved_tensors
+    pool, act, gate, gain, out_act = ctx.options
+    needs = ctx.needs_input_grad
+    if out_act == "relu":  # the mask's own derivative is zero almost everywhere
+        grad_y = torch.where(out <= 0, torch.zeros_like(grad_y), grad_y)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    inputs = (x, w1, b1, w2, b2)
+    wanted = [i for i, t in enumerate(inputs) if needs[i] and t is not None]
+    grads: list = [None] * 5
+    if wanted:
+        xf = x.to(acc)
+        scale = se_stages(xf, w1, b1, w2, b2, pool=pool, act=act, gate=gate, gain=gain).scale
+        found = torch.autograd.grad(xf * scale[:, :, None, None], [inputs[i] for i in wanted],
+                                    grad_y.to(acc), create_graph=True, allow_unused=True)
+        for i, g in zip(wanted, found):
+            grads[i] = torch.zeros_like(inputs[i]) if g is None else g
+    g_res = grad_y if needs[5] else None
+    return (*grads, g_res) + (None,) * 5
+
+
 def backward(ctx, grad_y: Optional[torch.Tensor], *_unused) -> tuple:
     """Gradients for the 11 forward-op inputs (None for the option arguments)."""
-    x, out, w1, w2, pooled, pooled_max, fc1_out, fc2_out = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True: autograd needs this backward's graph
+        return _backward_with_graph(ctx, grad_y)
+    x, out, w1, w2, _b1, _b2, pooled, pooled_max, fc1_out, fc2_out = ctx.saved_tensors
     pool, act, gate, gain, out_act = ctx.options
     needs = ctx.needs_input_grad
     grad_y = _layout_safe(grad_y, x)

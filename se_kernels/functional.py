@@ -9,13 +9,14 @@ import torch
 from .autograd import SEFunction
 from .backends import resolve_backend
 from .ops import backend_ops, call_without_autograd
-from .options import as_matrix, check_inputs, hw_strides
+from .options import as_matrix, check_options, hw_strides
 from .reference import squeeze_excite_reference
 
 
 def _mergeable(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """Kernels index H*W as one axis; a tensor whose H, W do not merge is copied once."""
-    if t is None or hw_strides(t) is not None:
+    """Kernels index H*W as one axis; a tensor whose H, W do not merge is copied once.
+    (Anything that is not a 4-D tensor goes to the op as it is, which rejects it.)"""
+    if not isinstance(t, torch.Tensor) or t.dim() != 4 or hw_strides(t) is not None:
         return t
     return t.contiguous()
 
@@ -60,15 +61,17 @@ def squeeze_excite(
         ValueError / TypeError / RuntimeError naming the bad argument, before any kernel
         runs; ``BackendUnavailableError`` when the requested backend cannot run here.
     """
-    w1 = as_matrix("w1", w1)
-    w2 = None if w2 is None else as_matrix("w2", w2)
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    w1 = as_matrix("w1", w1)
+    w2 = None if w2 is None else as_matrix("w2", w2)
+    check_options(pool, act, gate, out_act, gain)  # the schema takes any str and float
     name = resolve_backend(backend, x)
     if name == "reference":
         return squeeze_excite_reference(x, w1, b1, w2, b2, pool=pool, act=act, gate=gate,
                                         gain=gain, residual=residual, out_act=out_act)
-    check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=True)
+    # The op checks the tensors itself, before any kernel runs: csrc/se_host.cpp for the
+    # C++ ops, launch.py for Triton, the fake implementations under torch.compile.
     args = (_mergeable(x), w1, b1, w2, b2, _mergeable(residual), pool, act, gate, float(gain),
             out_act)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad

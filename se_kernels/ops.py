@@ -20,17 +20,23 @@ from typing import Callable
 
 import torch
 
-from . import autograd_rules
+from . import autograd_rules, reference_ops
 from .backends import PROBE
 from .buffers import backward_outputs, forward_outputs
+from .options import check_backward_inputs, check_inputs
 
 
 def forward_fake(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act):
+    """Output shapes for fake / meta tensors, after the ops' own input checks (they use
+    torch._check, so ranks, dtypes, devices and matching sizes are checked symbolically)."""
+    check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=True)
     return forward_outputs(x, w1.shape[0], w2 is not None, pool)
 
 
 def backward_fake(grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out, has_residual, pool, act,
                   gate, gain, out_act):
+    check_backward_inputs(grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out, pool, act, gate,
+                          gain, out_act)
     return backward_outputs(x, w1.shape[0], w2 is not None, has_residual and out_act == "relu")
 
 
@@ -50,7 +56,10 @@ def _register(forward_op, backward_op, *, fakes: bool) -> BackendOps:
     return BackendOps(forward_op, backward_op)
 
 
-TABLE: dict[str, BackendOps] = {}
+TABLE: dict[str, BackendOps] = {
+    # The same contract in plain torch ops (any float dtype): SEFunction runs it end to end.
+    "reference": BackendOps(reference_ops.forward, reference_ops.backward),
+}
 
 if PROBE.triton is None:
     from .triton import launch as _triton_launch

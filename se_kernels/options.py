@@ -1,8 +1,9 @@
 """Option names and the input checks every backend shares.
 
-The option strings are the public vocabulary (``pool="avgmax"``, ``act="silu"``...).
-Kernels receive them as small integer codes; the codes below are the single source of
-truth and ``csrc/se_options.h`` mirrors them for the C++ kernels.
+The option strings are the public vocabulary (``pool="avgmax"``, ``act="silu"``...), and
+what every op takes. The Triton kernels receive them as integer constexpr codes, taken
+from the tables below (``se_kernels/triton/math.py`` names them); the C++ ops parse the
+strings themselves (``csrc/se_host.cpp``) into the enums of ``csrc/se_options.h``.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ class SEShapes:
     has_fc2: bool
 
 
+def _same_shape(a: torch.Tensor, shape) -> bool:
+    """Shape equality that stays symbolic-friendly (one comparison per dimension)."""
+    return a.dim() == len(shape) and all(d == s for d, s in zip(a.shape, shape))
+
+
 def check_inputs(
     x: torch.Tensor,
     w1: torch.Tensor,
@@ -98,65 +104,59 @@ def check_inputs(
     """Check shapes, devices, dtypes and options; raise before any kernel runs.
 
     ``w1``/``w2`` must already be 2-D (see :func:`as_matrix`). ``kernel=True`` adds
-    the restrictions of the fused kernels (no float64 or integer activations).
+    the restrictions of the fused kernels (no float64 or integer activations). Written
+    with ``torch._check*``, so the fake implementations run the same checks on fake and
+    symbolic shapes; the C++ ops raise the same errors (csrc/se_host.cpp).
     """
     check_options(pool, act, gate, out_act, gain)
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(f"x must be 4-D [N, C, H, W], got shape {list(x.shape)}")
+    torch._check_type(isinstance(x, torch.Tensor),
+                      lambda: f"x must be a torch.Tensor, got {type(x).__name__}")
+    torch._check_value(x.dim() == 4, lambda: f"x must be 4-D [N, C, H, W], got shape {list(x.shape)}")
     N, C, H, W = x.shape
-    if C == 0 or H * W == 0:
-        raise ValueError(f"x must have C >= 1 and H*W >= 1, got shape {list(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    if kernel and x.dtype not in KERNEL_DTYPES:
-        raise TypeError(
+    torch._check_value(C >= 1 and H * W >= 1,
+                       lambda: f"x must have C >= 1 and H*W >= 1, got shape {list(x.shape)}")
+    if kernel:
+        torch._check_type(x.dtype in KERNEL_DTYPES, lambda: (
             f"x has dtype {x.dtype}; the fused kernels take float32, float16 or bfloat16 "
-            "(float64 runs only on backend='reference')"
-        )
+            "(float64 runs only on backend='reference')"))
+    torch._check_type(x.is_floating_point(),
+                      lambda: f"x must be a floating-point tensor, got {x.dtype}")
 
     R1 = w1.shape[0]
-    if w1.shape[1] != C:
-        raise ValueError(f"w1 must have shape [R, C={C}] to match x, got {list(w1.shape)}")
+    torch._check_value(w1.dim() == 2 and w1.shape[1] == C,
+                       lambda: f"w1 must have shape [R, C={C}] to match x, got {list(w1.shape)}")
     if w2 is None:
-        if R1 != C:
-            raise ValueError(
-                f"with w2=None (single-FC eSE) w1 must be square [C={C}, C={C}], "
-                f"got {list(w1.shape)}"
-            )
-        if b2 is not None:
-            raise ValueError("b2 was given but w2 is None; single-FC eSE has no second bias")
-    elif tuple(w2.shape) != (C, R1):
-        raise ValueError(
-            f"w2 must have shape [C={C}, R={R1}] to match x and w1, got {list(w2.shape)}"
-        )
-    if b1 is not None and tuple(b1.shape) != (R1,):
-        raise ValueError(f"b1 must have shape [{R1}] (w1's output size), got {list(b1.shape)}")
-    if b2 is not None and tuple(b2.shape) != (C,):
-        raise ValueError(f"b2 must have shape [C={C}], got {list(b2.shape)}")
+        torch._check_value(R1 == C, lambda: (
+            f"with w2=None (single-FC eSE) w1 must be square [C={C}, C={C}], got {list(w1.shape)}"))
+        torch._check_value(b2 is None,
+                           lambda: "b2 was given but w2 is None; single-FC eSE has no second bias")
+    else:
+        torch._check_value(_same_shape(w2, (C, R1)), lambda: (
+            f"w2 must have shape [C={C}, R={R1}] to match x and w1, got {list(w2.shape)}"))
+    if b1 is not None:
+        torch._check_value(_same_shape(b1, (R1,)), lambda: (
+            f"b1 must have shape [{R1}] (w1's output size), got {list(b1.shape)}"))
+    if b2 is not None:
+        torch._check_value(_same_shape(b2, (C,)),
+                           lambda: f"b2 must have shape [C={C}], got {list(b2.shape)}")
 
     for name, w in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
         if w is None:
             continue
-        if w.dtype not in WEIGHT_DTYPES:
-            raise TypeError(f"{name} must be a float tensor, got {w.dtype}")
-        if w.device != x.device:
-            raise RuntimeError(
-                f"{name} is on {w.device} but x is on {x.device}; all tensors must share a device"
-            )
+        torch._check_type(w.dtype in WEIGHT_DTYPES,
+                          lambda: f"{name} must be a float tensor, got {w.dtype}")
+        torch._check(w.device == x.device, lambda: (
+            f"{name} is on {w.device} but x is on {x.device}; all tensors must share a device"))
 
     if residual is not None:
-        if not isinstance(residual, torch.Tensor):
-            raise TypeError(f"residual must be a torch.Tensor, got {type(residual).__name__}")
-        if residual.shape != x.shape:
-            raise ValueError(
-                f"residual must have x's shape {list(x.shape)}, got {list(residual.shape)}"
-            )
-        if residual.device != x.device:
-            raise RuntimeError(f"residual is on {residual.device} but x is on {x.device}")
-        if residual.dtype != x.dtype:
-            raise TypeError(f"residual must have x's dtype {x.dtype}, got {residual.dtype}")
+        torch._check_type(isinstance(residual, torch.Tensor),
+                          lambda: f"residual must be a torch.Tensor, got {type(residual).__name__}")
+        torch._check_value(_same_shape(residual, x.shape), lambda: (
+            f"residual must have x's shape {list(x.shape)}, got {list(residual.shape)}"))
+        torch._check(residual.device == x.device,
+                     lambda: f"residual is on {residual.device} but x is on {x.device}")
+        torch._check_type(residual.dtype == x.dtype,
+                          lambda: f"residual must have x's dtype {x.dtype}, got {residual.dtype}")
     return SEShapes(N=N, C=C, HW=H * W, R1=R1, has_fc2=w2 is not None)
 
 
@@ -174,9 +174,10 @@ def kernel_strides(name: str, t: torch.Tensor) -> tuple[int, int, int]:
 
 def _expect(name: str, t: Optional[torch.Tensor], shape: tuple, dtype: torch.dtype,
             device: torch.device) -> None:
-    if t is None or tuple(t.shape) != tuple(shape) or t.dtype != dtype or t.device != device:
-        got = "None" if t is None else f"{list(t.shape)} {t.dtype} on {t.device}"
-        raise ValueError(f"{name} must be {list(shape)} {dtype} on {device}, got {got}")
+    torch._check_value(
+        t is not None and _same_shape(t, shape) and t.dtype == dtype and t.device == device,
+        lambda: f"{name} must be {list(shape)} {dtype} on {device}, got "
+                + ("None" if t is None else f"{list(t.shape)} {t.dtype} on {t.device}"))
 
 
 def check_backward_inputs(

@@ -4,7 +4,7 @@ Tests use it to prove that a shape reaches the path it is meant to test (vector 
 HW splits, channel blocks, FC row chunks) before comparing values, and
 ``scripts/static_gpu_check.py`` uses it to list the specializations real workloads get.
 The CUDA plan is ``csrc/cuda/plan.cpp`` (through a binding), the CPU plan
-``csrc/cpu/layout.h``, the Triton plan ``se_kernels/triton/config.py``.
+``csrc/cpu/plan.h``, the Triton plan ``se_kernels/triton/plan.py``.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -19,9 +20,67 @@ def apply_act(z: torch.Tensor, act: str) -> torch.Tensor:
     return z
 
 
+# aten's hardsigmoid backward multiplies by 1.0f / 6.0f, rounded to float32 even for
+# float64 tensors: the same constant keeps the reference value-identical to torch.
+_ONE_SIXTH = float(torch.tensor(1.0 / 6.0, dtype=torch.float32))
+
+
+class _HardSigmoid(torch.autograd.Function):
+    """F.hardsigmoid with aten's backward, value for value (grad * 1/6 strictly inside
+    (-3, 3), else 0), written in differentiable ops: aten's own hardsigmoid_backward has
+    no derivative, so without this a second backward through the reference would fail."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        return F.hardsigmoid(z)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (z,) = ctx.saved_tensors
+        slope = ((z > -3) & (z < 3)).to(grad.dtype) * _ONE_SIXTH
+        return grad * slope
+
+
+def hard_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """relu6(z + 3) / 6, as F.hardsigmoid in both directions, twice differentiable."""
+    return _HardSigmoid.apply(z)
+
+
 def apply_gate(z: torch.Tensor, gate: str) -> torch.Tensor:
     """The gate by name (``sigmoid`` | ``hard_sigmoid``, as F.hardsigmoid)."""
-    return torch.sigmoid(z) if gate == "sigmoid" else F.hardsigmoid(z)
+    return torch.sigmoid(z) if gate == "sigmoid" else hard_sigmoid(z)
+
+
+@dataclass
+class Stages:
+    """The small tensors of one SE call, ``[N, C]`` or ``[N, R1]``, in x's dtype."""
+
+    pooled: torch.Tensor  # mean, or 0.5 * mean + 0.5 * max (avgmax): FC1's input
+    peak: Optional[torch.Tensor]  # the max (avgmax)
+    fc1_out: torch.Tensor  # FC1's output (the gate's input for single-FC eSE)
+    fc2_out: Optional[torch.Tensor]  # FC2's output (two-FC)
+    scale: torch.Tensor  # gain * gate
+
+
+def se_stages(x: torch.Tensor, w1: torch.Tensor, b1: Optional[torch.Tensor],
+              w2: Optional[torch.Tensor], b2: Optional[torch.Tensor], *, pool: str, act: str,
+              gate: str, gain: float) -> Stages:
+    """Pool, FC1, act, FC2 and gate in x's dtype (weights cast to it), 2-D weights."""
+
+    def cast(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        return None if t is None else t.to(x.dtype)
+
+    pooled = x.mean((2, 3))
+    peak = x.amax((2, 3)) if pool == "avgmax" else None
+    if peak is not None:
+        pooled = 0.5 * pooled + 0.5 * peak
+    fc1_out = F.linear(pooled, cast(w1), cast(b1))
+    fc2_out = None if w2 is None else F.linear(apply_act(fc1_out, act), cast(w2), cast(b2))
+    scale = apply_gate(fc1_out if fc2_out is None else fc2_out, gate)
+    if gain != 1.0:
+        scale = scale * gain
+    return Stages(pooled, peak, fc1_out, fc2_out, scale)
 
 
 def squeeze_excite_reference(
@@ -61,20 +120,10 @@ def squeeze_excite_reference(
     """
     w1 = as_matrix("w1", w1)
     w2 = None if w2 is None else as_matrix("w2", w2)
-    check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=False)
+    if not torch.compiler.is_compiling():  # traced, the ops below raise their own errors
+        check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=False)
 
-    def cast(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        return None if t is None else t.to(x.dtype)
-
-    pooled = x.mean((2, 3))
-    if pool == "avgmax":
-        pooled = 0.5 * pooled + 0.5 * x.amax((2, 3))
-    z = F.linear(pooled, cast(w1), cast(b1))
-    if w2 is not None:
-        z = F.linear(apply_act(z, act), cast(w2), cast(b2))
-    scale = apply_gate(z, gate)
-    if gain != 1.0:
-        scale = scale * gain
+    scale = se_stages(x, w1, b1, w2, b2, pool=pool, act=act, gate=gate, gain=gain).scale
     y = x * scale[:, :, None, None]
     if residual is not None:
         y = y + residual

@@ -119,6 +119,28 @@ def test_nan_propagates_as_in_torch(backend, options, layout):
     torch.testing.assert_close(y.isnan().cpu(), truth.isnan())
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nan_output_keeps_its_gradient_through_the_relu_epilogue(backend, layout):
+    """A NaN in the residual gives one NaN output. torch's relu backward zeroes the
+    gradient only where the output is <= 0, so that position keeps its gradient (in
+    grad residual, and in grad x through sum(g * x)); every backend must do the same."""
+    case = Case(N=2, C=6, H=5, W=5, R=3, layout=layout, residual=True, out_act="relu")
+    inputs = make_inputs(case, backend_device(backend))
+    with torch.no_grad():
+        inputs.residual[1, 3, 2, 2] = float("nan")
+    y = run_se(inputs, case, backend)
+    truth_in = inputs.converted(torch.float64, device="cpu")
+    truth = run_se(truth_in, case, "reference")
+    torch.testing.assert_close(y.isnan().cpu(), truth.isnan())
+    assert y.isnan().sum() == 1
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+    grads = torch.autograd.grad(y, [inputs.x, inputs.residual], g.to(y))
+    truth_grads = torch.autograd.grad(truth, [truth_in.x, truth_in.residual], g.double())
+    for name, got, want in zip(("grad x", "grad residual"), grads, truth_grads):
+        assert_within_tolerance(name, got, want)
+    assert grads[1][1, 3, 2, 2] == g[1, 3, 2, 2]  # kept, not zeroed
+
+
 def test_empty_batch(backend):
     case = Case(N=0)
     inputs = make_inputs(case, backend_device(backend))

@@ -9,7 +9,7 @@ import torch
 from conftest import Case, backend_device, make_inputs, run_se
 
 import se_kernels
-from se_kernels.ops import backend_ops
+from se_kernels.ops import TABLE, backend_ops
 
 OPCHECK_CASES = [
     Case(N=2, C=7, H=3, W=5, R=3),
@@ -105,3 +105,23 @@ def test_cpu_result_does_not_depend_on_thread_count(case):
         torch.set_num_threads(before)
     for a, b in zip(one, three):
         assert torch.equal(a, b)
+
+
+def _signature(op) -> tuple:
+    schema = getattr(op, "_opoverload", op)._schema  # custom_op (Triton) or OpOverload (C++)
+    return ([(a.name, str(a.type), a.default_value) for a in schema.arguments],
+            [str(r.type) for r in schema.returns])
+
+
+@pytest.mark.parametrize("which", ["forward", "backward"])
+def test_every_backend_op_has_the_same_schema(which):
+    """The Triton custom ops take their schema from launch.py's type hints, the C++ ops
+    from csrc/se_ops.cpp; autograd_rules unpacks both by position, so names, types,
+    defaults and returns must agree exactly."""
+    schemas = {name: _signature(getattr(ops, which)) for name, ops in TABLE.items()
+               if name != "reference"}  # plain torch functions, not an op
+    if len(schemas) < 2:
+        pytest.skip(f"only {list(schemas)} registered here")
+    first = next(iter(schemas.values()))
+    for name, schema in schemas.items():
+        assert schema == first, f"{which}: {name} differs from {next(iter(schemas))}"

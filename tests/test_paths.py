@@ -2,7 +2,7 @@
 
 Every case names the path it is meant to reach and asserts it from the backend's own
 launch plan (se_kernels.plans: csrc/cuda/plan.cpp for cuda and cuda_sim, csrc/cpu/layout.h
-for cpu, se_kernels/triton/config.py for triton), then checks y and every gradient
+for cpu, se_kernels/triton/plan.py for triton), then checks y and every gradient
 against the float64 truth. Each path is crossed with the acts, gates, epilogues and
 reduced dtypes (cycled, to keep the interpreters' time in bounds), at the smallest shape
 that reaches it. A backend without such a path (Triton has no explicit vector width, the

@@ -17,7 +17,7 @@ pytest.importorskip("timm")
 from benchmarks.shapes import NETWORKS, se_layers  # noqa: E402
 from se_kernels.backends import unavailable_reason  # noqa: E402
 from se_kernels.plans import cuda_plan  # noqa: E402
-from se_kernels.triton.config import cuda_heuristics, make_plan  # noqa: E402
+from se_kernels.triton.plan import cuda_heuristics, make_plan  # noqa: E402
 
 SMS = 132
 WAVE_ELEMENTS = 4096

@@ -59,8 +59,9 @@ COMPILE = """
 import json, sys
 sys.path.insert(0, {scripts!r})
 import static_gpu_check as check
-work = check.Workload("test", 2, 64, 8, 7, 7, "float32", "channels_last", "avg", "relu",
-                      "sigmoid", True, True, True, True)
+from benchmarks.models import SEOptions
+work = check.Workload("test", 2, 64, 8, 7, 7, "float32", "channels_last",
+                      SEOptions("avg", "relu", "sigmoid", True, True, True, True))
 variant = next(v for v in check.triton_variants(work, 132) if v.name == "excite_kernel")
 meta = json.loads(variant.constexprs)
 huge = dict(meta, BLOCK_C=32, BLOCK_HW=128, BLOCK_R=64)  # 4096-element x tile on one warp

@@ -18,22 +18,18 @@ namespace {
 
 template <typename T>
 struct BackwardKernel {
-  const T *g, *x, *out;  // out: forward output, for the ReLU mask (null otherwise)
-  T *dx, *d_residual;    // d_residual null unless written
-  const float *w1, *w2;  // float32 [R1, C] and [C, R1] (w2 null for single-FC)
-  const float *fc1_out, *gate_in, *pooled_max;
-  float* d_part;    // [N, S, C] scratch: sum of g*x over each split
-  float* ties;      // [N, C] scratch (avgmax): positions equal to the max
-  float* grad_fc1;  // [N, R1]
-  float* grad_fc2;  // [N, C] (two-FC)
-  float* d_pooled;  // [N, C] scratch: dL/d(pooled)
-  float* scale;     // [N, C] scratch: gain * gate
-  float* d_mean;     // [N, C] scratch: dp / HW share of every position
-  float* d_max;      // [N, C] scratch (avgmax): share of each max position
-  Problem p;
-  Options o;
-  bool channels_last;
-  int64_t n_splits;
+  const BackwardArgs& a;  // everything else follows from it (see abi.h for the arrays)
+  const T *g = static_cast<const T*>(a.g), *x = static_cast<const T*>(a.x);
+  const T* out = static_cast<const T*>(a.out);  // forward output, for the ReLU mask
+  T *dx = static_cast<T*>(a.dx), *d_residual = static_cast<T*>(a.d_residual);
+  const float *w1 = a.w1, *w2 = a.w2;
+  const float *fc1_out = a.fc1_out, *gate_in = a.gate_in, *pooled_max = a.pooled_max;
+  float *d_part = a.d_part, *ties = a.ties, *grad_fc1 = a.grad_fc1, *grad_fc2 = a.grad_fc2;
+  float *d_pooled = a.d_pooled, *scale = a.scale, *d_mean = a.d_mean, *d_max = a.d_max;
+  const Problem& p = a.problem;
+  const Options& o = a.options;
+  bool channels_last = a.channels_last;
+  int64_t n_splits = a.plan.n_splits;
 
   bool avgmax() const { return o.pool == Pool::AvgMax; }
 
@@ -159,39 +155,8 @@ struct BackwardKernel {
   }
 };
 
-template <typename T>
-void run_backward(const BackwardArgs& a) {
-  BackwardKernel<T> k{
-      .g = static_cast<const T*>(a.g),
-      .x = static_cast<const T*>(a.x),
-      .out = static_cast<const T*>(a.out),
-      .dx = static_cast<T*>(a.dx),
-      .d_residual = static_cast<T*>(a.d_residual),
-      .w1 = a.w1,
-      .w2 = a.w2,
-      .fc1_out = a.fc1_out,
-      .gate_in = a.gate_in,
-      .pooled_max = a.pooled_max,
-      .d_part = a.d_part,
-      .ties = a.ties,
-      .grad_fc1 = a.grad_fc1,
-      .grad_fc2 = a.grad_fc2,
-      .d_pooled = a.d_pooled,
-      .scale = a.scale,
-      .d_mean = a.d_mean,
-      .d_max = a.d_max,
-      .p = a.problem,
-      .o = a.options,
-      .channels_last = a.channels_last,
-      .n_splits = a.plan.n_splits,
-  };
-  run_stages(k, a.problem, a.plan, a.channels_last);
-}
-
 }  // namespace
 
-void backward_kernel(const BackwardArgs& a) {
-  with_dtype(a.dtype, [&](auto tag) { run_backward<typename decltype(tag)::type>(a); });
-}
+void backward_kernel(const BackwardArgs& args) { run_kernel<BackwardKernel>(args); }
 
 }  // namespace se_kernels::cpu

@@ -16,21 +16,17 @@ namespace {
 
 template <typename T>
 struct ForwardKernel {
-  const T* x;
-  const T* residual;  // null when absent
-  T* y;
-  const float *w1, *b1, *w2, *b2;  // float32 row-major; b1 / b2 / w2 null when absent
-  float* pooled_part;  // [N, S, C] scratch: each split's share of the pooled value
-  float* pooled;       // [N, C]
-  float* pooled_max;   // [N, C] (avgmax)
-  float* fc1_out;      // [N, R1]
-  float* hidden;       // [N, R1] scratch: act(fc1_out) (two-FC)
-  float* fc2_out;      // [N, C] (two-FC)
-  float* scale;        // [N, C] scratch: gain * gate
-  Problem p;
-  Options o;
-  bool channels_last;
-  int64_t n_splits;
+  const ForwardArgs& a;  // everything else follows from it (see abi.h for the arrays)
+  const T* x = static_cast<const T*>(a.x);
+  const T* residual = static_cast<const T*>(a.residual);  // null when absent
+  T* y = static_cast<T*>(a.y);
+  const float *w1 = a.w1, *b1 = a.b1, *w2 = a.w2, *b2 = a.b2;
+  float *pooled_part = a.pooled_part, *pooled = a.pooled, *pooled_max = a.pooled_max;
+  float *fc1_out = a.fc1_out, *hidden = a.hidden, *fc2_out = a.fc2_out, *scale = a.scale;
+  const Problem& p = a.problem;
+  const Options& o = a.options;
+  bool channels_last = a.channels_last;
+  int64_t n_splits = a.plan.n_splits;
 
   bool avgmax() const { return o.pool == Pool::AvgMax; }
 
@@ -132,35 +128,8 @@ struct ForwardKernel {
   }
 };
 
-template <typename T>
-void run_forward(const ForwardArgs& a) {
-  ForwardKernel<T> k{
-      .x = static_cast<const T*>(a.x),
-      .residual = static_cast<const T*>(a.residual),
-      .y = static_cast<T*>(a.y),
-      .w1 = a.w1,
-      .b1 = a.b1,
-      .w2 = a.w2,
-      .b2 = a.b2,
-      .pooled_part = a.pooled_part,
-      .pooled = a.pooled,
-      .pooled_max = a.pooled_max,
-      .fc1_out = a.fc1_out,
-      .hidden = a.hidden,
-      .fc2_out = a.fc2_out,
-      .scale = a.scale,
-      .p = a.problem,
-      .o = a.options,
-      .channels_last = a.channels_last,
-      .n_splits = a.plan.n_splits,
-  };
-  run_stages(k, a.problem, a.plan, a.channels_last);
-}
-
 }  // namespace
 
-void forward_kernel(const ForwardArgs& a) {
-  with_dtype(a.dtype, [&](auto tag) { run_forward<typename decltype(tag)::type>(a); });
-}
+void forward_kernel(const ForwardArgs& args) { run_kernel<ForwardKernel>(args); }
 
 }  // namespace se_kernels::cpu

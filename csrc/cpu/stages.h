@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "abi.h"
 #include "plan.h"
 
 namespace se_kernels::cpu {
@@ -41,6 +42,15 @@ void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last) {
   const int64_t grain = std::max<int64_t>(1, kStreamGrain / row_len);
   at::parallel_for(0, p.N * rows_per_sample, grain,
                    [&](int64_t r0, int64_t r1) { k.stream(r0, r1); });
+}
+
+// Runs Kernel<T> (built from the args alone) for the args' element type.
+template <template <typename> class Kernel, typename Args>
+void run_kernel(const Args& args) {
+  with_dtype(args.dtype, [&](auto tag) {
+    Kernel<typename decltype(tag)::type> k{.a = args};
+    run_stages(k, args.problem, args.plan, args.channels_last);
+  });
 }
 
 }  // namespace se_kernels::cpu

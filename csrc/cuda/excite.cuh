@@ -14,24 +14,24 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_kernel(const E
   SE_SHARED(float, h_s, kRChunk);
   SE_SHARED(float, logit_s, kMaxBlockC);
   SE_SHARED(float, scale_s, kMaxBlockC);
-  const Tile t = make_tile(p.block_c, p.C, p.hw_per_tile, p.HW);
+  const Tile t = make_tile(p.geo);
   const bool first_tile = blockIdx.z == 0;
-  gptr<const float> parts = p.fc1_part + t.n * p.n_parts * p.R1;
+  gptr<const float> parts = p.fc1_part + t.n * p.geo.n_parts * p.geo.R1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
 
   if (p.has_fc2) {
     for (int cl = threadIdx.x; cl < t.nc; cl += kThreads) logit_s[cl] = 0.0f;
-    for (int r0 = 0; r0 < p.R1; r0 += kRChunk) {
-      const int rn = min(kRChunk, p.R1 - r0);
+    for (int r0 = 0; r0 < p.geo.R1; r0 += kRChunk) {
+      const int rn = min(kRChunk, p.geo.R1 - r0);
       for (int r = threadIdx.x; r < rn; r += kThreads) {
-        float z = sum_rows(parts, p.n_parts, p.R1, r0 + r);
+        float z = sum_rows(parts, p.geo.n_parts, p.geo.R1, r0 + r);
         if (p.b1 != nullptr) z += p.b1[r0 + r];
-        if (blockIdx.y == 0 && first_tile) p.fc1_out[t.n * p.R1 + r0 + r] = z;
+        if (blockIdx.y == 0 && first_tile) p.fc1_out[t.n * p.geo.R1 + r0 + r] = z;
         h_s[r] = act_forward(z, p.opts.act);
       }
       __syncthreads();
       for (int cl = warp; cl < t.nc; cl += kWarps) {  // a warp per channel: fixed order
-        gptr<const float> w = p.w2 + (static_cast<int64_t>(t.c0 + cl) * p.R1 + r0);
+        gptr<const float> w = p.w2 + (static_cast<int64_t>(t.c0 + cl) * p.geo.R1 + r0);
         float acc = 0.0f;
         for (int r = lane; r < rn; r += 32) acc += w[r] * h_s[r];
         acc = warp_sum(acc);
@@ -42,9 +42,9 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_kernel(const E
   } else {  // single-FC eSE: only this block's columns of FC1 are needed
     for (int cl = threadIdx.x; cl < t.nc; cl += kThreads) {
       const int64_t c = t.c0 + cl;
-      float z = sum_rows(parts, p.n_parts, p.R1, c);
+      float z = sum_rows(parts, p.geo.n_parts, p.geo.R1, c);
       if (p.b1 != nullptr) z += p.b1[c];
-      if (first_tile) p.fc1_out[t.n * p.R1 + c] = z;
+      if (first_tile) p.fc1_out[t.n * p.geo.R1 + c] = z;
       logit_s[cl] = z;
     }
     __syncthreads();
@@ -55,23 +55,23 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_kernel(const E
     float z = logit_s[cl];
     if (p.has_fc2) {
       if (p.b2 != nullptr) z += p.b2[c];
-      if (first_tile) p.fc2_out[t.n * p.C + c] = z;
+      if (first_tile) p.fc2_out[t.n * p.geo.C + c] = z;
     }
     scale_s[cl] = p.opts.gain * gate_forward(z, p.opts.gate);
     if (first_tile) {
-      p.pooled[t.n * p.C + c] = sum_rows(p.pooled_part + t.n * p.n_splits * p.C, p.n_splits, p.C, c);
+      p.pooled[t.n * p.geo.C + c] = sum_rows(p.pooled_part + t.n * p.geo.n_splits * p.geo.C, p.geo.n_splits, p.geo.C, c);
     }
   }
   __syncthreads();
 
-  for_each_vector<VEC>(t, p.channels_last, [&](int cl, int64_t hw) {
+  for_each_vector<VEC>(t, p.geo.channels_last, [&](int cl, int64_t hw) {
     const int64_t c = t.c0 + cl;
     float v[VEC], r[VEC] = {};
     load<VEC>(p.x.at(t.n, c, hw), v);
     if (p.has_residual) load<VEC>(p.residual.at(t.n, c, hw), r);
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
-      float o = v[i] * scale_s[channel_of(cl, i, p.channels_last)];
+      float o = v[i] * scale_s[channel_of(cl, i, p.geo.channels_last)];
       if (p.has_residual) o += r[i];
       if (p.opts.out_relu) o = relu(o);
       v[i] = o;

@@ -16,30 +16,30 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_backward_kerne
   SE_SHARED(float, d_mean_s, kMaxBlockC);
   SE_SHARED(float, d_max_s, kMaxBlockC);
   SE_SHARED(float, pmax_s, kMaxBlockC);
-  const Tile t = make_tile(p.block_c, p.C, p.hw_per_tile, p.HW);
+  const Tile t = make_tile(p.geo);
   const bool first_tile = blockIdx.z == 0;
   const bool avgmax = p.opts.pool == Pool::AvgMax;
   const int tid = threadIdx.x;
-  gptr<const float> d_logits = p.d_logit_part + t.n * p.n_splits * p.C;
+  gptr<const float> d_logits = p.d_logit_part + t.n * p.geo.n_splits * p.geo.C;
 
   float dp = 0.0f;  // thread cl < nc accumulates dp for channel c0 + cl, rows in order
-  for (int r0 = 0; r0 < p.R1; r0 += kRChunk) {
-    const int rn = min(kRChunk, p.R1 - r0);
+  for (int r0 = 0; r0 < p.geo.R1; r0 += kRChunk) {
+    const int rn = min(kRChunk, p.geo.R1 - r0);
     for (int r = tid; r < rn; r += kThreads) {
       float dz;
       if (p.has_fc2) {
-        dz = sum_rows(p.dh_part + t.n * p.n_parts * p.R1, p.n_parts, p.R1, r0 + r) *
-             act_grad(p.fc1_out[t.n * p.R1 + r0 + r], p.opts.act);
+        dz = sum_rows(p.dh_part + t.n * p.geo.n_parts * p.geo.R1, p.geo.n_parts, p.geo.R1, r0 + r) *
+             act_grad(p.fc1_out[t.n * p.geo.R1 + r0 + r], p.opts.act);
       } else {  // single-FC: dL/d(FC1 out) is the gate-input gradient itself (R1 == C)
-        dz = sum_rows(d_logits, p.n_splits, p.C, r0 + r);
+        dz = sum_rows(d_logits, p.geo.n_splits, p.geo.C, r0 + r);
       }
-      if (blockIdx.y == 0 && first_tile) p.grad_fc1[t.n * p.R1 + r0 + r] = dz;
+      if (blockIdx.y == 0 && first_tile) p.grad_fc1[t.n * p.geo.R1 + r0 + r] = dz;
       dz_s[r] = dz;
     }
     __syncthreads();
     if (tid < t.nc) {
-      gptr<const float> w = p.w1 + (static_cast<int64_t>(r0) * p.C + t.c0 + tid);
-      for (int r = 0; r < rn; ++r) dp += w[static_cast<int64_t>(r) * p.C] * dz_s[r];
+      gptr<const float> w = p.w1 + (static_cast<int64_t>(r0) * p.geo.C + t.c0 + tid);
+      for (int r = 0; r < rn; ++r) dp += w[static_cast<int64_t>(r) * p.geo.C] * dz_s[r];
     }
     __syncthreads();
   }
@@ -47,19 +47,19 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_backward_kerne
   if (tid < t.nc) {
     const int cl = tid;
     const int64_t c = t.c0 + cl;
-    if (p.has_fc2 && first_tile) p.grad_fc2[t.n * p.C + c] = sum_rows(d_logits, p.n_splits, p.C, c);
-    scale_s[cl] = p.opts.gain * gate_forward(p.gate_in[t.n * p.C + c], p.opts.gate);
+    if (p.has_fc2 && first_tile) p.grad_fc2[t.n * p.geo.C + c] = sum_rows(d_logits, p.geo.n_splits, p.geo.C, c);
+    scale_s[cl] = p.opts.gain * gate_forward(p.gate_in[t.n * p.geo.C + c], p.opts.gate);
     if (avgmax) {  // ties share the max's gradient evenly, as torch.amax's backward
-      d_mean_s[cl] = 0.5f * dp * p.inv_hw;
-      d_max_s[cl] = 0.5f * dp / p.max_count[t.n * p.C + c];
-      pmax_s[cl] = p.pooled_max[t.n * p.C + c];
+      d_mean_s[cl] = 0.5f * dp * p.geo.inv_hw;
+      d_max_s[cl] = 0.5f * dp / p.max_count[t.n * p.geo.C + c];
+      pmax_s[cl] = p.pooled_max[t.n * p.geo.C + c];
     } else {
-      d_mean_s[cl] = dp * p.inv_hw;
+      d_mean_s[cl] = dp * p.geo.inv_hw;
     }
   }
   __syncthreads();
 
-  for_each_vector<VEC>(t, p.channels_last, [&](int cl, int64_t hw) {
+  for_each_vector<VEC>(t, p.geo.channels_last, [&](int cl, int64_t hw) {
     const int64_t c = t.c0 + cl;
     float g[VEC];
     load_masked_grad<VEC>(p.g, p.out, p.opts.out_relu, t.n, c, hw, g);
@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_backward_kerne
     if (avgmax) load<VEC>(p.x.at(t.n, c, hw), x);
 #pragma unroll
     for (int i = 0; i < VEC; ++i) {
-      const int ch = channel_of(cl, i, p.channels_last);
+      const int ch = channel_of(cl, i, p.geo.channels_last);
       float d = g[i] * scale_s[ch] + d_mean_s[ch];
       if (avgmax && x[i] == pmax_s[ch]) d += d_max_s[ch];
       g[i] = d;

@@ -20,6 +20,20 @@ View<T> view(const at::Tensor& t, const HWStrides& s, const char* name) {
   return {global_ptr<T>(t, name), s.n, s.c, s.hw};
 }
 
+// The tile geometry of one launch: HW cut into pieces of hw_per_piece (the plan's splits
+// for the reduction kernels, its tiles for the streaming ones).
+inline Geometry geometry(const Problem& p, const Plan& plan, int64_t hw_per_piece) {
+  return {.C = static_cast<int>(p.C),
+          .R1 = static_cast<int>(p.R1),
+          .block_c = plan.block_c,
+          .n_splits = plan.n_splits,
+          .n_parts = plan.n_parts(),
+          .HW = p.HW,
+          .hw_per_piece = hw_per_piece,
+          .inv_hw = 1.0f / static_cast<float>(p.HW),
+          .channels_last = plan.channels_last};
+}
+
 inline ForwardOutputs forward(const at::Tensor& x, const at::Tensor& w1,
                               const std::optional<at::Tensor>& b1,
                               const std::optional<at::Tensor>& w2,
@@ -54,14 +68,8 @@ inline ForwardOutputs forward(const at::Tensor& x, const at::Tensor& w1,
         .pooled_part = global_ptr<float>(pooled_part, "pooled_part"),
         .pooled_max = global_ptr<float>(pooled_max, "pooled_max"),
         .fc1_part = global_ptr<float>(fc1_part, "fc1_part"),
-        .C = static_cast<int>(p.C),
-        .R1 = static_cast<int>(p.R1),
-        .block_c = plan.block_c,
-        .HW = p.HW,
-        .hw_per_split = plan.hw_per_split,
-        .inv_hw = 1.0f / static_cast<float>(p.HW),
+        .geo = geometry(p, plan, plan.hw_per_split),
         .avgmax = opts.pool == Pool::AvgMax,
-        .channels_last = plan.channels_last,
     };
     const ExciteParams<T> ep{
         .x = xv,
@@ -75,17 +83,10 @@ inline ForwardOutputs forward(const at::Tensor& x, const at::Tensor& w1,
         .pooled = global_ptr<float>(pooled, "pooled"),
         .fc1_out = global_ptr<float>(fc1_out, "fc1_out"),
         .fc2_out = global_ptr<float>(fc2_out, "fc2_out"),
-        .C = static_cast<int>(p.C),
-        .R1 = static_cast<int>(p.R1),
-        .block_c = plan.block_c,
-        .n_splits = plan.n_splits,
-        .n_parts = plan.n_parts(),
-        .HW = p.HW,
-        .hw_per_tile = plan.hw_per_tile,
+        .geo = geometry(p, plan, plan.hw_per_tile),
         .opts = opts,
         .has_fc2 = p.has_fc2,
         .has_residual = has_residual,
-        .channels_last = plan.channels_last,
     };
     const Stream stream = current_stream();
     with_vector_width<T>(plan, [&](auto vec) {

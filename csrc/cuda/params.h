@@ -10,6 +10,19 @@
 namespace se_kernels::cuda {
 inline namespace SE_CUDA_TARGET {
 
+// Where every CTA's tile lies, shared by the four kernels (see make_tile).
+struct Geometry {
+  int C, R1, block_c, n_splits;
+  int64_t n_parts, HW;
+  int64_t hw_per_piece;  // HW positions per split (reduction kernels) or tile (streaming)
+  float inv_hw;
+  bool channels_last;
+};
+
+__device__ __forceinline__ Tile make_tile(const Geometry& g) {
+  return make_tile(g.block_c, g.C, g.hw_per_piece, g.HW);
+}
+
 template <typename T>
 struct SqueezeParams {
   View<const T> x;
@@ -17,10 +30,8 @@ struct SqueezeParams {
   gptr<float> pooled_part;  // out [N, n_splits, C]: this split's share of the pooled value
   gptr<float> pooled_max;   // out [N, C] (avgmax)
   gptr<float> fc1_part;     // out [N, n_parts, R1]
-  int C, R1, block_c;
-  int64_t HW, hw_per_split;
-  float inv_hw;
-  bool avgmax, channels_last;
+  Geometry geo;
+  bool avgmax;
 };
 
 template <typename T>
@@ -35,10 +46,9 @@ struct ExciteParams {
   gptr<float> pooled;             // out [N, C]
   gptr<float> fc1_out;            // out [N, R1]
   gptr<float> fc2_out;            // out [N, C] (two-FC)
-  int C, R1, block_c, n_splits;
-  int64_t n_parts, HW, hw_per_tile;
+  Geometry geo;
   Options opts;
-  bool has_fc2, has_residual, channels_last;
+  bool has_fc2, has_residual;
 };
 
 template <typename T>
@@ -50,10 +60,9 @@ struct SqueezeBackwardParams {
   gptr<float> d_logit_part;      // out [N, n_splits, C]
   gptr<float> max_count;         // out [N, C] (avgmax): positions equal to the max
   gptr<float> dh_part;           // out [N, n_parts, R1] (two-FC)
-  int C, R1, block_c;
-  int64_t HW, hw_per_split;
+  Geometry geo;
   Options opts;
-  bool has_fc2, channels_last;
+  bool has_fc2;
 };
 
 template <typename T>
@@ -69,11 +78,9 @@ struct ExciteBackwardParams {
   gptr<const float> d_logit_part;  // [N, n_splits, C]
   gptr<float> grad_fc1;            // out [N, R1]
   gptr<float> grad_fc2;            // out [N, C] (two-FC)
-  int C, R1, block_c, n_splits;
-  int64_t n_parts, HW, hw_per_tile;
-  float inv_hw;
+  Geometry geo;
   Options opts;
-  bool has_fc2, write_d_residual, channels_last;
+  bool has_fc2, write_d_residual;
 };
 
 }  // namespace SE_CUDA_TARGET

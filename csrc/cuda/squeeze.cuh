@@ -14,13 +14,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) squeeze_kernel(const 
   SE_SHARED(float, red, 2 * kThreads * VEC);
   SE_SHARED(float, pooled_s, kMaxBlockC);
   SE_SHARED(float, max_s, kMaxBlockC);
-  const Tile t = make_tile(p.block_c, p.C, p.hw_per_split, p.HW);
+  const Tile t = make_tile(p.geo);
   const int64_t split = blockIdx.z, n_splits = gridDim.z;
   const int64_t part = static_cast<int64_t>(blockIdx.y) * n_splits + split;
   const int64_t n_parts = static_cast<int64_t>(gridDim.y) * n_splits;
 
   reduce_tile<VEC, /*AUX_MAX=*/true>(
-      t, p.channels_last, p.block_c,
+      t, p.geo.channels_last, p.geo.block_c,
       [&](int cl, int64_t hw, float (&a)[VEC], float (&b)[VEC]) {
         load<VEC>(p.x.at(t.n, t.c0 + cl, hw), a);
 #pragma unroll
@@ -30,21 +30,21 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) squeeze_kernel(const 
 
   for (int cl = threadIdx.x; cl < t.nc; cl += kThreads) {
     const int64_t c = t.c0 + cl;
-    float pooled = pooled_s[cl] * p.inv_hw;
+    float pooled = pooled_s[cl] * p.geo.inv_hw;
     if (p.avgmax) {  // never split: this CTA saw the whole HW range
-      p.pooled_max[t.n * p.C + c] = max_s[cl];
+      p.pooled_max[t.n * p.geo.C + c] = max_s[cl];
       pooled = 0.5f * pooled + 0.5f * max_s[cl];
     }
     pooled_s[cl] = pooled;
-    p.pooled_part[(t.n * n_splits + split) * p.C + c] = pooled;
+    p.pooled_part[(t.n * n_splits + split) * p.geo.C + c] = pooled;
   }
   __syncthreads();
 
   // Partial FC1 for this slice: one warp per output row, lanes across the block's channels.
-  gptr<float> out = p.fc1_part + (t.n * n_parts + part) * p.R1;
+  gptr<float> out = p.fc1_part + (t.n * n_parts + part) * p.geo.R1;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int r = warp; r < p.R1; r += kWarps) {
-    gptr<const float> w = p.w1 + (static_cast<int64_t>(r) * p.C + t.c0);
+  for (int r = warp; r < p.geo.R1; r += kWarps) {
+    gptr<const float> w = p.w1 + (static_cast<int64_t>(r) * p.geo.C + t.c0);
     float acc = 0.0f;
     for (int cl = lane; cl < t.nc; cl += 32) acc += w[cl] * pooled_s[cl];
     acc = warp_sum(acc);

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..buffers import backward_outputs, forward_outputs
 from ..options import ACTS, GATES, check_backward_inputs, check_inputs, kernel_strides
-from .config import Plan, heuristics_for, make_plan
+from .plan import Plan, heuristics_for, make_plan
 from .excite import excite_kernel
 from .excite_backward import excite_backward_kernel
 from .squeeze import squeeze_kernel

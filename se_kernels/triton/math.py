@@ -1,11 +1,17 @@
 """Element-wise activation and gate functions (and derivatives) shared by the kernels.
 
-Codes match ``se_kernels.options``: ACT 0 identity, 1 relu, 2 silu; GATE 0 sigmoid,
-1 hard_sigmoid. All arithmetic is float32.
+The kernels take the option as an integer constexpr (ACT, GATE); the named codes below
+come from the option tables in ``se_kernels.options``. All arithmetic is float32.
 """
 
 import triton
 import triton.language as tl
+
+from ..options import ACTS, GATES
+
+ACT_RELU = tl.constexpr(ACTS["relu"])
+ACT_SILU = tl.constexpr(ACTS["silu"])
+GATE_SIGMOID = tl.constexpr(GATES["sigmoid"])
 
 
 @triton.jit
@@ -22,9 +28,9 @@ def nan_max(a, b):
 
 @triton.jit
 def act_fwd(z, ACT: tl.constexpr):
-    if ACT == 1:
+    if ACT == ACT_RELU:
         z = relu(z)
-    elif ACT == 2:
+    elif ACT == ACT_SILU:
         z = z * tl.sigmoid(z)
     return z
 
@@ -32,9 +38,9 @@ def act_fwd(z, ACT: tl.constexpr):
 @triton.jit
 def act_grad(z, ACT: tl.constexpr):
     """d act / dz at the pre-activation z (relu: 0 at z == 0, as torch)."""
-    if ACT == 1:
+    if ACT == ACT_RELU:
         d = tl.where(z > 0.0, 1.0, 0.0)
-    elif ACT == 2:
+    elif ACT == ACT_SILU:
         sig = tl.sigmoid(z)
         d = sig * (1.0 + z * (1.0 - sig))
     else:
@@ -44,7 +50,7 @@ def act_grad(z, ACT: tl.constexpr):
 
 @triton.jit
 def gate_fwd(z, GATE: tl.constexpr):
-    if GATE == 0:
+    if GATE == GATE_SIGMOID:
         s = tl.sigmoid(z)
     else:
         s = tl.where(z > 3.0, 6.0, relu(z + 3.0)) / 6.0  # relu6(z + 3) / 6, NaN passes
@@ -54,7 +60,7 @@ def gate_fwd(z, GATE: tl.constexpr):
 @triton.jit
 def gate_grad(z, GATE: tl.constexpr):
     """d gate / dz at the gate input z (hard_sigmoid: 1/6 strictly inside (-3, 3))."""
-    if GATE == 0:
+    if GATE == GATE_SIGMOID:
         s = tl.sigmoid(z)
         d = s * (1.0 - s)
     else:

@@ -23,9 +23,10 @@ def program_tile(C, HW, hw_per_piece, BLOCK_C: tl.constexpr):
 
 @triton.jit
 def masked_grad(g_rows, o_rows, hw64, stride_ghw, stride_ohw, mask, OUT_RELU: tl.constexpr):
-    """dL/dy as float32, zeroed where the ReLU epilogue's saved output is not positive."""
+    """dL/dy as float32, zeroed where the ReLU epilogue's saved output is <= 0 (a NaN
+    output keeps its gradient, as torch's relu backward does)."""
     g = tl.load(g_rows + hw64 * stride_ghw, mask=mask, other=0.0).to(tl.float32)
     if OUT_RELU:
         out = tl.load(o_rows + hw64 * stride_ohw, mask=mask, other=0.0).to(tl.float32)
-        g = tl.where(out > 0.0, g, 0.0)
+        g = tl.where(out <= 0.0, 0.0, g)
     return g

@@ -1,4 +1,4 @@
-"""Block sizes and grid splits for the Triton kernels, chosen from the shape.
+"""The Triton launch plan: block sizes and grid splits, chosen from the shape.
 
 The plan is a pure function of (N, C, HW, R1, layout, device kind), so one shape always
 gets one summation order: results are bitwise reproducible run to run.
