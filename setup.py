@@ -27,6 +27,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,8 @@ from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 POLICY = json.loads((ROOT / "csrc" / "build_policy.json").read_text())
+# The torch releases this source builds against (tested in CI: the newest and the oldest).
+TORCH_RANGE = "torch>=2.13,<2.15"
 
 
 def version() -> str:
@@ -85,6 +88,16 @@ def cpu_isas() -> list[str]:
             if (x86 or isa not in POLICY["x86_only"]) and compiler_accepts(POLICY["cpu_isa"][isa])]
 
 
+def torch_requirement(with_extension: bool) -> str:
+    """A compiled extension needs the torch it was built against (torch's C++ ABI changes
+    between releases); the pure-Python package and the source take the tested range."""
+    if not with_extension:
+        return TORCH_RANGE
+    import torch
+
+    return f"torch=={torch.__version__.split('+')[0]}"
+
+
 def extensions():
     if os.environ.get("SE_KERNELS_NO_EXTENSION") == "1":
         return [], {}
@@ -128,7 +141,9 @@ def extensions():
     return [ops, *kernels], {"build_ext": BuildPerExtensionDir}
 
 
-ext_modules, cmdclass = extensions()
+# A source distribution ships csrc/ (MANIFEST.in) and builds nothing; its metadata takes
+# the torch range.
+ext_modules, cmdclass = ([], {}) if "sdist" in sys.argv else extensions()
 
 setup(
     name="se_kernels",
@@ -136,10 +151,17 @@ setup(
     description="Fused Squeeze-and-Excitation kernels (CUDA, Triton, CPU) for PyTorch",
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    license_files=["LICENSE"],
     packages=find_packages(include=["se_kernels", "se_kernels.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.11"],
-    extras_require={"triton": ["triton>=3.6"], "timm": ["timm"]},
+    install_requires=[torch_requirement(bool(ext_modules))],
+    extras_require={
+        "triton": ["triton>=3.6"],
+        "timm": ["timm"],
+        "bench": ["timm", "matplotlib", "tqdm", "pytest-benchmark"],
+        "onnx": ["onnx", "onnxscript", "onnxruntime"],
+    },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     zip_safe=False,

@@ -25,6 +25,12 @@ import se_kernels  # noqa: E402
 from se_kernels.backends import unavailable_reason  # noqa: E402
 
 
+def pytest_configure(config):
+    # Also registered in pyproject.toml; here too for runs outside the source tree
+    # (scripts/package_check.sh runs a copy of tests/ against the installed wheel).
+    config.addinivalue_line("markers", "slow: large inputs; run with -m slow")
+
+
 def pytest_report_header(config):
     return f"cuda_sim grid order seed: SE_KERNELS_SIM_SEED={os.environ['SE_KERNELS_SIM_SEED']}"
 

@@ -33,3 +33,13 @@ def test_cuda_kernels_are_built():
     """Built with nvcc (no GPU needed): CUDA kernels registered for every op."""
     assert PROBE.extension is None, PROBE.extension
     assert _registered("CUDA") == list(OPS)
+
+
+@pytest.mark.skipif("SE_EXPECT_INSTALLED_PREFIX" not in os.environ,
+                    reason="set by scripts/package_check.sh, which tests the installed wheel")
+def test_tests_import_the_installed_package():
+    """The suite run against the installed wheel must not import the checkout by accident."""
+    import se_kernels
+
+    prefix = os.path.realpath(os.environ["SE_EXPECT_INSTALLED_PREFIX"])
+    assert os.path.realpath(se_kernels.__file__).startswith(prefix), se_kernels.__file__

@@ -17,6 +17,7 @@ import torch
 from conftest import KERNEL_BACKENDS, Case, check_against_reference
 
 pytest.importorskip("timm")
+pytest.importorskip("benchmarks.shapes", reason="needs the source tree (benchmarks/)")
 from benchmarks.shapes import NETWORKS, se_layers  # noqa: E402
 from se_kernels.adapters import read_se  # noqa: E402
 

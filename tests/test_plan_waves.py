@@ -14,6 +14,7 @@ import pytest
 import torch
 
 pytest.importorskip("timm")
+pytest.importorskip("benchmarks.shapes", reason="needs the source tree (benchmarks/)")
 from benchmarks.shapes import NETWORKS, se_layers  # noqa: E402
 from se_kernels.backends import unavailable_reason  # noqa: E402
 from se_kernels.plans import cuda_plan  # noqa: E402
