@@ -4,8 +4,15 @@
     python -m benchmarks.e2e             # GPU: bf16, channels_last, batch 64, 224x224
 
 Reports img/s for inference and for a training step (forward, loss, backward, SGD
-step), and the SE overhead: time of seresnet50 over resnet50 (no SE), with and without
-se_kernels. Writes e2e.csv / e2e.json next to the se_layer results.
+step), and how much of the possible gain conversion captures: each SE model also runs
+with every SE module replaced by an identity ("without SE"), so
+
+    se_share = (t_original - t_without_se) / t_original   (eager SE time over model time)
+    captured = (t_original - t_se_kernels) / (t_original - t_without_se)
+
+with forward and backward of the SE layers both counted in a training step. Also the SE
+overhead of seresnet50 over resnet50 when both run. Writes e2e.csv / e2e.json next to
+the se_layer results.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--device", default="cuda" if gpu else "cpu")
     p.add_argument("--models", nargs="+")
-    p.add_argument("--batch", type=int)
+    p.add_argument("--batches", nargs="+", type=int)
     p.add_argument("--resolution", type=int, default=224)
     p.add_argument("--dtype", choices=list(DTYPES))
     p.add_argument("--modes", nargs="+", choices=["inference", "train"])
@@ -44,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     on_gpu = args.device == "cuda"
     args.models = args.models or (["mobilenetv3_large_100"] if args.quick else list(MODELS))
-    args.batch = args.batch or (64 if on_gpu else 1)
+    args.batches = args.batches or [64 if on_gpu else 1]
     args.dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
     args.modes = args.modes or (["inference"] if args.quick else ["inference", "train"])
     args.no_compile = args.no_compile or (args.quick and not on_gpu)  # CPU compile: minutes
@@ -79,29 +86,44 @@ def step_fn(model: torch.nn.Module, mode: str, x: torch.Tensor, target: torch.Te
     return run
 
 
+def without_se(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy with every SE module replaced by an identity: the model's time minus its SE
+    layers' (an SE module's output is x rescaled, so the rest of the network is unchanged)."""
+    from se_kernels.adapters import is_known_se
+
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for child_name, child in parent.named_children():
+            if is_known_se(child):
+                setattr(parent, child_name, torch.nn.Identity())
+    return model
+
+
 def variants(name: str, mode: str, args):
-    """(label, model) pairs: original and converted, eager and (unless disabled) compiled.
-    Conversion happens in the mode's train/eval state (eval folds SE batch norms)."""
+    """(label, model) pairs: original, converted and without SE, eager and (unless disabled)
+    compiled. Conversion happens in the mode's train/eval state (eval folds SE batch norms)."""
     original = build(name, args).train(mode == "train")
     out = [("original", original)]
     if name != "resnet50":
         out.append(("se_kernels", se_kernels.convert_model(copy.deepcopy(original), backend=args.backend)))
+        out.append(("without SE", without_se(original)))
     if not args.no_compile:
-        out += [(f"{label}+compile", torch.compile(m)) for label, m in list(out)]
+        out += [(f"{label}+compile", torch.compile(m)) for label, m in list(out)
+                if label != "without SE"]
     return out
 
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     meta = metadata(args.device)
-    print(f"e2e benchmark on {meta['device']}, {args.dtype}, channels_last, batch {args.batch}, "
+    print(f"e2e benchmark on {meta['device']}, {args.dtype}, channels_last, batches {args.batches}, "
           f"{args.resolution}x{args.resolution}")
-    x = torch.randn(args.batch, 3, args.resolution, args.resolution, device=args.device,
-                    dtype=DTYPES[args.dtype]).contiguous(memory_format=torch.channels_last)
-    target = torch.randint(0, 1000, (args.batch,), device=args.device)
     rows = []
-    todo = [(m, mode) for m in args.models for mode in args.modes]
-    for name, mode in tqdm(todo, desc="models", unit="model"):
+    todo = [(m, mode, b) for b in args.batches for m in args.models for mode in args.modes]
+    for name, mode, batch in tqdm(todo, desc="models", unit="model"):
+        x = torch.randn(batch, 3, args.resolution, args.resolution, device=args.device,
+                        dtype=DTYPES[args.dtype]).contiguous(memory_format=torch.channels_last)
+        target = torch.randint(0, 1000, (batch,), device=args.device)
         torch._dynamo.reset()
         calls = {}
         for label, model in variants(name, mode, args):
@@ -112,15 +134,25 @@ def main(argv=None) -> list[dict]:
             timings = time_cpu(calls, rounds=15 if args.quick else 31, round_ms=100.0)
         else:
             timings = time_all(calls, args.device, args.quick)
+        base = timings["original"].median_ms
+        no_se = timings.get("without SE")
+        share = None if no_se is None else (base - no_se.median_ms) / base
         for label, t in timings.items():
-            rows.append(dict(model=name, mode=mode, variant=label, batch=args.batch,
+            gain = None if no_se is None else (base - t.median_ms) / (base - no_se.median_ms)
+            rows.append(dict(model=name, mode=mode, variant=label, batch=batch,
                              dtype=args.dtype, median_ms=t.median_ms, p20_ms=t.p20_ms,
-                             p80_ms=t.p80_ms, img_per_s=args.batch / t.median_ms * 1e3,
-                             speedup=timings["original"].median_ms / t.median_ms))
+                             p80_ms=t.p80_ms, img_per_s=batch / t.median_ms * 1e3,
+                             speedup=base / t.median_ms,
+                             speedup_p20_p80=(timings["original"].p20_ms / t.p80_ms,
+                                              timings["original"].p80_ms / t.p20_ms),
+                             se_share=share, captured=gain))
     overhead = se_overhead(rows)
     for r in rows:
-        print(f"{r['model']:24s} {r['mode']:9s} {r['variant']:22s} {r['median_ms']:9.2f} ms "
-              f"{r['img_per_s']:9.1f} img/s  x{r['speedup']:.2f} vs original")
+        extra = "" if r["se_share"] is None else (f"  SE share {100 * r['se_share']:.1f}%, "
+                                                   f"captured {100 * r['captured']:.0f}%")
+        print(f"{r['model']:24s} {r['mode']:9s} b{r['batch']:<3d} {r['variant']:22s} "
+              f"{r['median_ms']:9.2f} ms {r['img_per_s']:9.1f} img/s  x{r['speedup']:.3f} "
+              f"(p20/p80 x{r['speedup_p20_p80'][0]:.3f}-x{r['speedup_p20_p80'][1]:.3f}){extra}")
     for key, pct in overhead.items():
         print(f"SE overhead of seresnet50 over resnet50, {key}: {pct:+.1f}%")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -137,13 +169,13 @@ def main(argv=None) -> list[dict]:
 
 def se_overhead(rows: list[dict]) -> dict:
     """(t_seresnet50 - t_resnet50) / t_resnet50, per mode and variant, when both ran."""
-    t = {(r["model"], r["mode"], r["variant"]): r["median_ms"] for r in rows}
+    t = {(r["model"], r["mode"], r["batch"], r["variant"]): r["median_ms"] for r in rows}
     out = {}
-    for (model, mode, variant), ms in t.items():
+    for (model, mode, batch, variant), ms in t.items():
         base_variant = variant.replace("se_kernels", "original")
-        base = t.get(("resnet50", mode, base_variant))
+        base = t.get(("resnet50", mode, batch, base_variant))
         if model == "seresnet50" and base:
-            out[f"{mode} {variant}"] = 100 * (ms - base) / base
+            out[f"{mode} b{batch} {variant}"] = 100 * (ms - base) / base
     return out
 
 

@@ -3,6 +3,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
+#include <c10/util/accumulate.h>
 
 namespace se_kernels {
 
@@ -135,6 +136,21 @@ Problem check_backward(const at::Tensor& grad_y, const at::Tensor& x,
 
 at::Tensor float_buffer(const at::Tensor& like, at::IntArrayRef shape) {
   return at::empty(shape, like.options().dtype(at::kFloat));
+}
+
+std::vector<at::Tensor> float_buffers(const at::Tensor& like,
+                                      std::initializer_list<std::vector<int64_t>> shapes) {
+  int64_t total = 0;
+  for (const auto& shape : shapes) total += c10::multiply_integers(shape);
+  const at::Tensor buffer = float_buffer(like, {total});
+  std::vector<at::Tensor> out;
+  int64_t offset = 0;
+  for (const auto& shape : shapes) {
+    const int64_t n = c10::multiply_integers(shape);
+    out.push_back(buffer.narrow(0, offset, n).view(shape));
+    offset += n;
+  }
+  return out;
 }
 
 ForwardOutputs forward_outputs(const at::Tensor& x, const Problem& p, const Options& opts) {

@@ -6,8 +6,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "se_options.h"
 
@@ -47,6 +49,11 @@ BackwardOutputs backward_outputs(const at::Tensor& x, const Problem& p, bool wri
 
 // An uninitialised float32 buffer on like's device (kernel scratch and small outputs).
 at::Tensor float_buffer(const at::Tensor& like, at::IntArrayRef shape);
+
+// Several float32 buffers of the given shapes, carved from one allocation (one call into
+// the allocator however many small arrays a kernel needs).
+std::vector<at::Tensor> float_buffers(const at::Tensor& like,
+                                      std::initializer_list<std::vector<int64_t>> shapes);
 
 // A float32 contiguous version of a small weight/bias (no copy when it already is one);
 // undefined when absent. Kernels then read weights as plain float arrays.

@@ -5,11 +5,14 @@
 // Triton ops of the same signature (tests/test_ops.py checks that they agree).
 #include <torch/library.h>
 
-// Returns (y, pooled [N,C] f32, pooled_max [N,C] f32 (avgmax) or [0],
-//          fc1_out [N,R1] f32, fc2_out [N,C] f32 (two-FC) or [0]).
-#define SE_FORWARD_SIGNATURE                                                                \
+#define SE_FORWARD_ARGS                                                                     \
   "(Tensor x, Tensor w1, Tensor? b1, Tensor? w2, Tensor? b2, Tensor? residual, str pool, " \
-  "str act, str gate, float gain, str out_act) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+  "str act, str gate, float gain, str out_act)"
+// Returns (y, pooled [N,C] f32, pooled_max [N,C] f32 (avgmax) or [0],
+//          fc1_out [N,R1] f32, fc2_out [N,C] f32 (two-FC) or [0]): y and what backward needs.
+#define SE_FORWARD_SIGNATURE SE_FORWARD_ARGS " -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+// Returns y only: inference, where nothing is saved (and the op has no autograd).
+#define SE_INFER_SIGNATURE SE_FORWARD_ARGS " -> Tensor"
 // Returns (dx, d_residual (relu epilogue with residual) or [0],
 //          grad_fc1_out [N,R1] f32, grad_fc2_out [N,C] f32 (two-FC) or [0]).
 #define SE_BACKWARD_SIGNATURE                                                           \
@@ -19,7 +22,9 @@
 
 TORCH_LIBRARY(se_kernels, m) {
   m.def("forward" SE_FORWARD_SIGNATURE);
+  m.def("infer" SE_INFER_SIGNATURE);
   m.def("backward" SE_BACKWARD_SIGNATURE);
   m.def("sim_forward" SE_FORWARD_SIGNATURE);
+  m.def("sim_infer" SE_INFER_SIGNATURE);
   m.def("sim_backward" SE_BACKWARD_SIGNATURE);
 }

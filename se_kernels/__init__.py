@@ -6,20 +6,26 @@ Public names only; see README.md and DESIGN.md for the maths and the kernel desi
 from .adapters import UnsupportedSE
 from .autograd import SEFunction
 from .backends import BackendUnavailableError, available_backends, describe_backends
-from .convert import ConversionSummary, convert_model
+from .convert import ConversionSummary, convert_model, revert_model
 from .functional import squeeze_excite
+from .gates import FoldSummary, GateStats, fold_static_gates, gate_stats
 from .modules import SqueezeExcite
 from .reference import squeeze_excite_reference
 
 __all__ = [
     "BackendUnavailableError",
     "ConversionSummary",
+    "FoldSummary",
+    "GateStats",
     "SEFunction",
     "SqueezeExcite",
     "UnsupportedSE",
     "available_backends",
     "convert_model",
     "describe_backends",
+    "fold_static_gates",
+    "gate_stats",
+    "revert_model",
     "squeeze_excite",
     "squeeze_excite_reference",
 ]

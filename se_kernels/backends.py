@@ -151,6 +151,13 @@ def describe_backends(device: Optional[torch.device | str] = None) -> dict[str, 
     return {name: PURPOSE[name] for name in available_backends(device)}
 
 
+NOT_SCRIPTABLE = (
+    "se_kernels modules cannot be compiled by torch.jit.script (their forward calls kernels "
+    "registered from Python). Use torch.jit.trace(model, example) instead (SE layers trace to "
+    "plain torch ops), torch.export / torch.compile, or se_kernels.revert_model(model) to "
+    "get the original modules back before scripting.")
+
+
 def resolve_backend(backend: str, x: torch.Tensor) -> str:
     """Map ``backend`` (possibly ``"auto"``) to a backend that can run on x, or raise."""
     device_type = x.device.type

@@ -7,6 +7,8 @@ are channels_last when x is.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 _F32 = torch.float32
@@ -32,6 +34,24 @@ def forward_outputs(x: torch.Tensor, r1: int, has_fc2: bool, pool: str):
         x.new_empty((n, r1), dtype=_F32),
         x.new_empty((n, c), dtype=_F32) if has_fc2 else _empty(x),
     )
+
+
+def float_buffers(x: torch.Tensor, *shapes: tuple[int, ...]) -> list[torch.Tensor]:
+    """float32 tensors of the given shapes on x's device, carved from one allocation (one
+    allocator call however many small arrays a launch needs)."""
+    sizes = [math.prod(shape) for shape in shapes]
+    flat = x.new_empty((sum(sizes),), dtype=_F32)
+    return [part.view(shape) for part, shape in zip(flat.split(sizes), shapes)]
+
+
+def infer_buffers(x: torch.Tensor, r1: int, has_fc2: bool, pool: str, *scratch: tuple[int, ...]):
+    """``forward_outputs`` for a call that returns y only: the small tensors (then scratch,
+    never returned) and the kernels' own ``scratch`` shapes share one allocation.
+    Returns ``(outputs, scratch tensors)``."""
+    n, c = x.shape[0], x.shape[1]
+    small = float_buffers(x, (n, c), (n if pool == "avgmax" else 0, c), (n, r1),
+                          (n if has_fc2 else 0, c), *scratch)
+    return (torch.empty_like(x), *small[:4]), small[4:]
 
 
 def backward_outputs(x: torch.Tensor, r1: int, has_fc2: bool, write_d_residual: bool):

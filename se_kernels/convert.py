@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapters import SESpec, UnsupportedSE, _qualname, is_known_se, read_se
-from .backends import BACKENDS
+from .backends import BACKENDS, NOT_SCRIPTABLE
 from .functional import squeeze_excite
+from .inference_path import InferencePath
 
 
 def _adopt(new: nn.Module, original: nn.Module) -> None:
@@ -37,6 +38,24 @@ def _adopt(new: nn.Module, original: nn.Module) -> None:
     for name, buf in original.named_buffers(recurse=False):
         new.register_buffer(name, buf, persistent=name not in original._non_persistent_buffers_set)
     new.train(original.training)
+
+
+def _keep_original(new: nn.Module, original: nn.Module) -> None:
+    """Remember the module `new` replaces, for revert_model: stored outside nn.Module's
+    registries, so it is neither a child nor in the state_dict, yet deepcopy and pickle
+    carry it (sharing the children they share)."""
+    object.__setattr__(new, "_se_original", original)
+
+
+def _restore_original(new: nn.Module) -> nn.Module:
+    """The original module of `new`, given `new`'s current children, direct parameters and
+    buffers (they may have been replaced or moved since the conversion) and training mode."""
+    original = new.__dict__["_se_original"]
+    for registry in ("_modules", "_parameters", "_buffers"):
+        ours, theirs = getattr(new, registry), getattr(original, registry)
+        for name in theirs:
+            theirs[name] = ours.get(name)
+    return original.train(new.training)
 
 
 def _fold_batchnorm(w1: torch.Tensor, b1: Optional[torch.Tensor], bn: nn.BatchNorm2d):
@@ -64,9 +83,26 @@ class FusedSE(nn.Module):
     def __init__(self, original: nn.Module, spec: SESpec, backend: str = "auto") -> None:
         super().__init__()
         _adopt(self, original)
+        _keep_original(self, original)
         self.se_spec = spec
         self.backend = backend
         self.source_class = type(original)
+        self._inference = InferencePath()
+
+    def _weight_sources(self) -> list:
+        """Every tensor the kernel's weights derive from (the inference path's key), read
+        from the module dicts: attribute lookup through nn.Module costs ~0.3 us a name."""
+        spec, children = self.se_spec, self._modules
+        layers = (spec.fc1, spec.fc2) if spec.fc2 else (spec.fc1,)
+        sources = [children[name]._parameters[k] for name in layers for k in ("weight", "bias")]
+        if spec.bn is not None:
+            bn = children[spec.bn]
+            # The batch_norm kernel updates the running statistics without bumping their
+            # version counter; num_batches_tracked is bumped on every such update.
+            sources += [bn._parameters["weight"], bn._parameters["bias"],
+                        bn._buffers["running_mean"], bn._buffers["running_var"],
+                        bn._buffers.get("num_batches_tracked")]
+        return sources
 
     def _weights(self):
         spec = self.se_spec
@@ -86,8 +122,15 @@ class FusedSE(nn.Module):
             if residual is not None:
                 y = y + residual
             return F.relu(y) if out_act == "relu" else y
+        if InferencePath.usable():
+            call = self._inference.entry(x, self.backend, self._weight_sources(), self._weights)
+            if call is not None:
+                return call(x, residual, spec.pool, spec.act, spec.gate, 1.0, out_act)
         return squeeze_excite(x, *self._weights(), pool=spec.pool, act=spec.act, gate=spec.gate,
                               residual=residual, out_act=out_act, backend=self.backend)
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(NOT_SCRIPTABLE)
 
     def extra_repr(self) -> str:
         s = self.se_spec
@@ -167,10 +210,14 @@ class FusedResidualBlock(nn.Module):
     def __init__(self, original: nn.Module) -> None:
         super().__init__()
         _adopt(self, original)
+        _keep_original(self, original)
         self.source_class = type(original)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return RESIDUAL_BLOCKS[_qualname(self.source_class)].forward(self, x)
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(NOT_SCRIPTABLE)
 
     def extra_repr(self) -> str:
         return f"from={self.source_class.__name__}, epilogue='add+relu'"
@@ -194,6 +241,8 @@ class ConversionSummary:
         lines += [f"  converted {n} x {cls}" for cls, n in sorted(self.converted.items())]
         lines += [f"  fused add+relu into {n} x {cls}" for cls, n in sorted(self.fused_blocks.items())]
         lines += [f"  skipped {path or '<root>'} ({cls}): {why}" for path, cls, why in self.skipped]
+        if self.converted:
+            lines.append("  every conversion can be undone: se_kernels.revert_model(model)")
         return "\n".join(lines)
 
 
@@ -264,4 +313,33 @@ def convert_model(model: nn.Module, backend: str = "auto") -> nn.Module:
         _set_submodule(root, path, FusedResidualBlock(module))
         summary.fused_blocks[type(module).__name__] += 1
     root.se_kernels_summary = summary
+    return root
+
+
+def revert_model(model: nn.Module) -> nn.Module:
+    """Undo :func:`convert_model` and :func:`se_kernels.fold_static_gates`, in place: every
+    FusedSE and FusedResidualBlock is replaced by the module object it replaced, holding
+    the converted module's current children, parameters and buffers (the same tensors: no
+    copies) and its training mode; every folded gate by its SE layer, with the weights the
+    fold scaled restored.
+
+    For tools that do not know se_kernels (``torch.jit.script``, other exporters, code that
+    checks module classes). Returns ``model`` itself, or the original if the root was one.
+    """
+    from .gates import FoldedGate, unfold
+
+    root = model
+    # Folded gates first (they replaced an SE, converted or not), then blocks (they hold
+    # a FusedSE), then the SE modules.
+    for kind in (FoldedGate, FusedResidualBlock, FusedSE):
+        for path, module in list(root.named_modules()):
+            if not isinstance(module, kind):
+                continue
+            original = unfold(module) if kind is FoldedGate else _restore_original(module)
+            if path:
+                _set_submodule(root, path, original)
+            else:
+                root = original
+    if "se_kernels_summary" in root.__dict__:
+        del root.se_kernels_summary
     return root

@@ -8,17 +8,9 @@ import torch
 
 from .autograd import SEFunction
 from .backends import resolve_backend
-from .ops import backend_ops, call_without_autograd
-from .options import as_matrix, check_options, hw_strides
-from .reference import squeeze_excite_reference
-
-
-def _mergeable(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-    """Kernels index H*W as one axis; a tensor whose H, W do not merge is copied once.
-    (Anything that is not a 4-D tensor goes to the op as it is, which rejects it.)"""
-    if not isinstance(t, torch.Tensor) or t.dim() != 4 or hw_strides(t) is not None:
-        return t
-    return t.contiguous()
+from .ops import backend_ops
+from .options import as_matrix, check_options, mergeable
+from .reference import onnx_exporting, squeeze_excite_reference
 
 
 def squeeze_excite(
@@ -53,6 +45,10 @@ def squeeze_excite(
         residual: optional ``[N, C, H, W]`` tensor added after the scaling.
         out_act: ``"identity"`` | ``"relu"``, applied after the residual add.
         backend: ``"auto"`` | ``"cuda"`` | ``"triton"`` | ``"cpu"`` | ``"reference"``.
+            Under ``torch.onnx.export`` the call runs as the reference (plain torch ops),
+            which the ONNX graph then holds; under ``torch.jit.trace`` the graph holds
+            the backend's op (``se_kernels::forward``), so the traced module gives the
+            same bits as the module.
 
     Returns:
         ``[N, C, H, W]`` in x's dtype and memory format.
@@ -66,15 +62,18 @@ def squeeze_excite(
     w1 = as_matrix("w1", w1)
     w2 = None if w2 is None else as_matrix("w2", w2)
     check_options(pool, act, gate, out_act, gain)  # the schema takes any str and float
-    name = resolve_backend(backend, x)
+    # Exported to ONNX: plain torch ops, for which ONNX has standard ops.
+    name = "reference" if onnx_exporting() else resolve_backend(backend, x)
     if name == "reference":
         return squeeze_excite_reference(x, w1, b1, w2, b2, pool=pool, act=act, gate=gate,
                                         gain=gain, residual=residual, out_act=out_act)
     # The op checks the tensors itself, before any kernel runs: csrc/se_host.cpp for the
     # C++ ops, launch.py for Triton, the fake implementations under torch.compile.
-    args = (_mergeable(x), w1, b1, w2, b2, _mergeable(residual), pool, act, gate, float(gain),
+    args = (mergeable(x), w1, b1, w2, b2, mergeable(residual), pool, act, gate, float(gain),
             out_act)
+    if torch.jit.is_tracing():  # one graph node, differentiable through the op's autograd
+        return backend_ops(name).forward(*args)[0]
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad
                                        for t in (x, w1, b1, w2, b2, residual)):
         return SEFunction.apply(*args, name)[0]
-    return call_without_autograd(backend_ops(name).forward, *args)[0]  # no graph to build
+    return backend_ops(name).infer(*args)  # no graph to build: y only, nothing saved

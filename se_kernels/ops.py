@@ -7,6 +7,8 @@ Ops (namespace ``se_kernels``):
   CUDA and CPU implementations), registered here with the same fakes and autograd.
 - ``sim_forward`` / ``sim_backward``: the same schema, the CUDA kernels run on CPU tensors
   under the SIMT emulator (backend ``cuda_sim``).
+- ``infer`` / ``triton_infer`` / ``sim_infer``: the forward for calls that build no graph,
+  returning y only (the small tensors backward would need are scratch). No autograd.
 
 The Triton ops use ``torch.library.custom_op`` rather than ``triton_op``: under the CPU
 interpreter that CI relies on, ``triton_op`` fails opcheck's fake-tensor test, while
@@ -33,6 +35,11 @@ def forward_fake(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act):
     return forward_outputs(x, w1.shape[0], w2 is not None, pool)
 
 
+def infer_fake(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act):
+    check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=True)
+    return torch.empty_like(x)
+
+
 def backward_fake(grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out, has_residual, pool, act,
                   gate, gain, out_act):
     check_backward_inputs(grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out, pool, act, gate,
@@ -44,41 +51,43 @@ def backward_fake(grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out, has_resi
 class BackendOps:
     forward: Callable
     backward: Callable
+    infer: Callable  # y only, no autograd: for calls that build no graph
 
 
-def _register(forward_op, backward_op, *, fakes: bool) -> BackendOps:
+def _register(forward_op, backward_op, infer_op, *, fakes: bool) -> BackendOps:
     if fakes:
         torch.library.register_fake(forward_op, forward_fake)
         torch.library.register_fake(backward_op, backward_fake)
+        torch.library.register_fake(infer_op, infer_fake)
     torch.library.register_autograd(
         forward_op, autograd_rules.backward, setup_context=autograd_rules.setup_context_for(backward_op)
     )
-    return BackendOps(forward_op, backward_op)
+    return BackendOps(forward_op, backward_op, infer_op)
 
 
 TABLE: dict[str, BackendOps] = {
     # The same contract in plain torch ops (any float dtype): SEFunction runs it end to end.
-    "reference": BackendOps(reference_ops.forward, reference_ops.backward),
+    "reference": BackendOps(reference_ops.forward, reference_ops.backward, reference_ops.infer),
 }
 
 if PROBE.triton is None:
     from .triton import launch as _triton_launch
 
-    triton_forward = torch.library.custom_op(
-        "se_kernels::triton_forward", _triton_launch.forward, mutates_args=()
-    )
-    triton_backward = torch.library.custom_op(
-        "se_kernels::triton_backward", _triton_launch.backward, mutates_args=()
-    )
-    TABLE["triton"] = _register(triton_forward, triton_backward, fakes=True)
+    def _triton_op(name: str, fn: Callable):
+        return torch.library.custom_op(f"se_kernels::triton_{name}", fn, mutates_args=())
 
+    triton_forward = _triton_op("forward", _triton_launch.forward)
+    triton_backward = _triton_op("backward", _triton_launch.backward)
+    triton_infer = _triton_op("infer", _triton_launch.infer)
+    TABLE["triton"] = _register(triton_forward, triton_backward, triton_infer, fakes=True)
+
+_se = torch.ops.se_kernels
 if PROBE.extension is None:
-    _compiled = _register(torch.ops.se_kernels.forward.default,
-                          torch.ops.se_kernels.backward.default, fakes=True)
+    _compiled = _register(_se.forward.default, _se.backward.default, _se.infer.default, fakes=True)
     TABLE["cuda"] = TABLE["cpu"] = _compiled  # one schema, dispatched by device
 if PROBE.sim_kernels:
-    TABLE["cuda_sim"] = _register(torch.ops.se_kernels.sim_forward.default,
-                                  torch.ops.se_kernels.sim_backward.default, fakes=True)
+    TABLE["cuda_sim"] = _register(_se.sim_forward.default, _se.sim_backward.default,
+                                  _se.sim_infer.default, fakes=True)
 
 
 def call_without_autograd(op: Callable, *args):

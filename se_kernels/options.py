@@ -44,13 +44,14 @@ def as_matrix(name: str, w: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(w, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(w).__name__}")
-    if w.dim() == 4 and w.shape[2] == 1 and w.shape[3] == 1:
-        return w.flatten(1)
-    if w.dim() != 2:
+    # squeeze(d) drops dimension d only when it is 1: no Python test on sizes, which under
+    # torch.jit.trace would be a traced value.
+    matrix = w.squeeze(3).squeeze(2) if w.dim() == 4 else w
+    if matrix.dim() != 2:
         raise ValueError(
             f"{name} must have shape [out, in] or [out, in, 1, 1], got {list(w.shape)}"
         )
-    return w
+    return matrix
 
 
 def hw_strides(t: torch.Tensor) -> Optional[tuple[int, int, int]]:
@@ -68,6 +69,17 @@ def hw_strides(t: torch.Tensor) -> Optional[tuple[int, int, int]]:
     if h_stride == width * w_stride:
         return n_stride, c_stride, w_stride
     return None
+
+
+def mergeable(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Kernels index H*W as one axis; a tensor whose H, W do not merge is copied once.
+    (Anything that is not a 4-D tensor goes to the op as it is, which rejects it.)"""
+    if not isinstance(t, torch.Tensor) or t.dim() != 4:
+        return t
+    # The two common layouts first: is_contiguous is a flag (no traced sizes under jit.trace).
+    if t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last):
+        return t
+    return t if hw_strides(t) is not None else t.contiguous()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,15 @@ import torch.nn.functional as F
 from .options import as_matrix, check_inputs
 
 
+def onnx_exporting() -> bool:
+    """True while torch.onnx.export (either exporter) records the model: SE layers then run
+    as plain torch ops (this reference), for which ONNX has standard ops. The legacy
+    exporter traces with torch.jit, the dynamo one runs under torch.compiler; those are
+    checked first because is_in_onnx_export costs ~1 us and they ~0.05 us."""
+    return ((torch.jit.is_tracing() or torch.compiler.is_compiling())
+            and torch.onnx.is_in_onnx_export())
+
+
 def apply_act(z: torch.Tensor, act: str) -> torch.Tensor:
     """The hidden activation by name (``identity`` | ``relu`` | ``silu``)."""
     if act == "relu":
@@ -43,7 +52,10 @@ class _HardSigmoid(torch.autograd.Function):
 
 
 def hard_sigmoid(z: torch.Tensor) -> torch.Tensor:
-    """relu6(z + 3) / 6, as F.hardsigmoid in both directions, twice differentiable."""
+    """relu6(z + 3) / 6, as F.hardsigmoid in both directions, twice differentiable.
+    Traced or exported, F.hardsigmoid itself (the exporters know it, not the Function)."""
+    if torch.jit.is_tracing() or onnx_exporting():
+        return F.hardsigmoid(z)
     return _HardSigmoid.apply(z)
 
 
@@ -120,7 +132,7 @@ def squeeze_excite_reference(
     """
     w1 = as_matrix("w1", w1)
     w2 = None if w2 is None else as_matrix("w2", w2)
-    if not torch.compiler.is_compiling():  # traced, the ops below raise their own errors
+    if not (torch.compiler.is_compiling() or torch.jit.is_tracing()):  # traced: ops check
         check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=False)
 
     scale = se_stages(x, w1, b1, w2, b2, pool=pool, act=act, gate=gate, gain=gain).scale

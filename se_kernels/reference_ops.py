@@ -39,6 +39,13 @@ def forward(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Optional[Tensor],
             s.fc2_out if s.fc2_out is not None else fc2_out)
 
 
+def infer(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Optional[Tensor],
+          b2: Optional[Tensor], residual: Optional[Tensor], pool: str, act: str, gate: str,
+          gain: float, out_act: str) -> Tensor:
+    """y only, as the infer op."""
+    return forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act)[0]
+
+
 def _derivative(fn: Callable[[Tensor], Tensor], z: Tensor) -> Tensor:
     """d fn / dz element-wise, by torch's own autograd (so its convention at the kinks)."""
     with torch.enable_grad():

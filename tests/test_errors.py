@@ -102,25 +102,27 @@ def test_bad_input_public_api(backend, bad):
         se_kernels.squeeze_excite(**args, backend=backend)
 
 
+@pytest.mark.parametrize("op", ["forward", "infer"])
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("bad", BAD_INPUTS, ids=IDS)
-def test_bad_input_forward_op(backend, bad):
+def test_bad_input_forward_op(backend, bad, op):
     """The backend's real op, called directly: its own checks raise the same error."""
     args = _valid(backend_device(backend))
     bad.change(args)
     with pytest.raises(bad.op_exc or bad.exc, match=bad.op_message or bad.message):
-        TABLE[backend].forward(*_call_args(args))
+        getattr(TABLE[backend], op)(*_call_args(args))
 
 
+@pytest.mark.parametrize("op", ["forward", "infer"])
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("bad", [b for b in BAD_INPUTS if b.op_exc is None and "device" not in b.name],
                          ids=[b.name for b in BAD_INPUTS if b.op_exc is None and "device" not in b.name])
-def test_bad_input_fake(backend, bad):
+def test_bad_input_fake(backend, bad, op):
     """The fake implementation (meta tensors, as torch.compile traces) checks too."""
     args = {k: v.to("meta") for k, v in _valid("cpu").items()}
     bad.change(args)
     with pytest.raises(bad.exc, match=bad.message):
-        TABLE[backend].forward(*_call_args(args))
+        getattr(TABLE[backend], op)(*_call_args(args))
 
 
 def _backward_args(device, **changes):

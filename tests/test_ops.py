@@ -34,6 +34,11 @@ def test_opcheck(backend, case):
     torch.library.opcheck(ops.forward, fwd_args)
     with torch.no_grad():
         y, pooled, pooled_max, fc1_out, fc2_out = ops.forward(*fwd_args)
+    if backend != "reference":
+        torch.library.opcheck(ops.infer, tuple(a.detach() if isinstance(a, torch.Tensor) else a
+                                               for a in fwd_args))
+    # The same kernels on the same plan: y only, bit for bit.
+    assert torch.equal(ops.infer(*fwd_args), y)
     grad_y = torch.randn(y.shape, generator=torch.Generator().manual_seed(2)).to(y)
     bwd_args = (grad_y, inputs.x.detach(), y if case.out_act == "relu" else None,
                 inputs.w1.detach(), None if inputs.w2 is None else inputs.w2.detach(),
@@ -113,7 +118,7 @@ def _signature(op) -> tuple:
             [str(r.type) for r in schema.returns])
 
 
-@pytest.mark.parametrize("which", ["forward", "backward"])
+@pytest.mark.parametrize("which", ["forward", "backward", "infer"])
 def test_every_backend_op_has_the_same_schema(which):
     """The Triton custom ops take their schema from launch.py's type hints, the C++ ops
     from csrc/se_ops.cpp; autograd_rules unpacks both by position, so names, types,

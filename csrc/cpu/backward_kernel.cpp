@@ -69,16 +69,30 @@ struct BackwardKernel {
         });
         finish(c, sum_lanes(combine4(gx)), sum_lanes(combine4(count)));
       }
-    } else {
-      const int64_t width = c1 - c0;
+    } else {  // channels_last: whole rows of channels, kRowsAtOnce at a time
+      const int64_t width = c1 - c0, C = p.C;
       std::vector<float> gx(width, 0.0f), count(width, 0.0f);
       const float* peak = pooled_max + n * p.C + c0;
-      for (int64_t hw = hw0; hw < hw1; ++hw) {
-        const int64_t base = (n * p.HW + hw) * p.C + c0;
+      int64_t base = (n * p.HW + hw0) * C + c0, hw = hw0;
+      auto fold_row = [&](int64_t at, int64_t i, int64_t len, fVec& acc, fVec& ties) {
+        const fVec xv = load(x + at + i, len);
+        acc = at::vec::fmadd(masked_grad<RELU>(at + i, len), xv, acc);
+        if constexpr (MAX) ties += xv.eq(load(peak + i, len));
+      };
+      for (; hw + kRowsAtOnce <= hw1; hw += kRowsAtOnce, base += kRowsAtOnce * C) {
         for_vectors(width, [&](int64_t i, int64_t len) {
-          const fVec xv = load(x + base + i, len);
-          store(gx.data() + i, at::vec::fmadd(masked_grad<RELU>(base + i, len), xv, load(gx.data() + i, len)), len);
-          if constexpr (MAX) store(count.data() + i, load(count.data() + i, len) + xv.eq(load(peak + i, len)), len);
+          fVec acc = load(gx.data() + i, len), ties = load(count.data() + i, len);
+          for (int64_t r = 0; r < kRowsAtOnce; ++r) fold_row(base + r * C, i, len, acc, ties);
+          store(gx.data() + i, acc, len);
+          if constexpr (MAX) store(count.data() + i, ties, len);
+        });
+      }
+      for (; hw < hw1; ++hw, base += C) {
+        for_vectors(width, [&](int64_t i, int64_t len) {
+          fVec acc = load(gx.data() + i, len), ties = load(count.data() + i, len);
+          fold_row(base, i, len, acc, ties);
+          store(gx.data() + i, acc, len);
+          if constexpr (MAX) store(count.data() + i, ties, len);
         });
       }
       for (int64_t i = 0; i < width; ++i) finish(c0 + i, gx[i], count[i]);

@@ -60,11 +60,23 @@ struct ForwardKernel {
         });
         finish_channel(n, c, split, sum_lanes(combine4(sum)), MAX ? max_lanes(max4(peak)) : 0.0f);
       }
-    } else {  // channels_last: accumulate whole rows of channels
-      const int64_t width = c1 - c0;
+    } else {  // channels_last: whole rows of channels, kRowsAtOnce at a time
+      const int64_t width = c1 - c0, C = p.C;
       std::vector<float> sum(width, 0.0f), peak(width, -std::numeric_limits<float>::infinity());
-      for (int64_t hw = hw0; hw < hw1; ++hw) {
-        const T* row = x + (n * p.HW + hw) * p.C + c0;
+      const T* row = x + (n * p.HW + hw0) * C + c0;
+      int64_t hw = hw0;
+      for (; hw + kRowsAtOnce <= hw1; hw += kRowsAtOnce, row += kRowsAtOnce * C) {
+        for_vectors(width, [&](int64_t i, int64_t len) {
+          const fVec a = load(row + i, len), b = load(row + C + i, len);
+          const fVec c = load(row + 2 * C + i, len), d = load(row + 3 * C + i, len);
+          store(sum.data() + i, load(sum.data() + i, len) + ((a + b) + (c + d)), len);
+          if constexpr (MAX) {
+            const fVec m = at::vec::maximum(at::vec::maximum(a, b), at::vec::maximum(c, d));
+            store(peak.data() + i, at::vec::maximum(load(peak.data() + i, len), m), len);
+          }
+        });
+      }
+      for (; hw < hw1; ++hw, row += C) {
         for_vectors(width, [&](int64_t i, int64_t len) {
           const fVec v = load(row + i, len);
           store(sum.data() + i, load(sum.data() + i, len) + v, len);

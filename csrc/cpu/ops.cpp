@@ -2,7 +2,10 @@
 // kernels' layout, scratch and outputs, the plan, then one call into the CPU kernel
 // library picked for this machine (dispatch.cpp).
 #include <ATen/Parallel.h>
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
+
+#include <array>
 
 #include "../se_host.h"
 #include "abi.h"
@@ -26,12 +29,14 @@ T* data_or_null(const at::Tensor& t) {
   return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
 }
 
-ForwardOutputs forward_cpu(const at::Tensor& x_in, const at::Tensor& w1,
+// The forward, returning what backward needs (keep_saved) or only y, with the small
+// tensors then carved from the one scratch allocation.
+ForwardOutputs run_forward(const at::Tensor& x_in, const at::Tensor& w1,
                            const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
                            const std::optional<at::Tensor>& b2,
                            const std::optional<at::Tensor>& residual, c10::string_view pool,
                            c10::string_view act, c10::string_view gate, double gain,
-                           c10::string_view out_act) {
+                           c10::string_view out_act, bool keep_saved) {
   const Options opts = parse_options(pool, act, gate, gain, out_act);
   const Problem p = check_forward(x_in, w1, b1, w2, b2, residual);
   if (p.N == 0) return forward_outputs(x_in, p, opts);
@@ -44,12 +49,27 @@ ForwardOutputs forward_cpu(const at::Tensor& x_in, const at::Tensor& w1,
   const Plan plan = make_plan(p, cl, x.element_size(), opts.pool == Pool::Avg,
                               at::get_num_threads());
   const at::Tensor w1f = as_float(w1), b1f = as_float(b1), w2f = as_float(w2), b2f = as_float(b2);
-  // One scratch allocation, made before the outputs (see ScratchFloats).
-  enum { kPooledPart, kScale, kHidden };
-  ScratchFloats scratch(x, {p.N * plan.n_splits * p.C, p.N * p.C, (p.has_fc2 ? p.N : 0) * p.R1});
-  auto outputs = forward_outputs(x_in, p, opts);
-  auto& [y_out, pooled, pooled_max, fc1_out, fc2_out] = outputs;
-  OutputInLayout y(y_out, cl);
+  // One scratch allocation, made before the outputs (see ScratchFloats), holding the
+  // small tensors too when they are not returned.
+  const bool avgmax = opts.pool == Pool::AvgMax;
+  const int64_t nc = p.N * p.C, saved = keep_saved ? 0 : 1;
+  enum { kPooledPart, kScale, kHidden, kPooled, kPooledMax, kFc1Out, kFc2Out };
+  ScratchFloats scratch(x, {plan.n_splits * nc, nc, (p.has_fc2 ? p.N : 0) * p.R1, saved * nc,
+                            (avgmax ? saved : 0) * nc, saved * p.N * p.R1,
+                            (p.has_fc2 ? saved : 0) * nc});
+  ForwardOutputs outputs;
+  // pooled, pooled_max, fc1_out, fc2_out
+  std::array<float*, 4> small{scratch[kPooled], scratch[kPooledMax], scratch[kFc1Out],
+                              scratch[kFc2Out]};
+  if (keep_saved) {
+    outputs = forward_outputs(x_in, p, opts);
+    const auto& [y_out, pooled, pooled_max, fc1_out, fc2_out] = outputs;
+    small = {pooled.data_ptr<float>(), pooled_max.data_ptr<float>(), fc1_out.data_ptr<float>(),
+             fc2_out.data_ptr<float>()};
+  } else {
+    std::get<0>(outputs) = at::empty_like(x_in);
+  }
+  OutputInLayout y(std::get<0>(outputs), cl);
 
   kernels.forward(ForwardArgs{
       .dtype = dtype_of(x),
@@ -61,11 +81,11 @@ ForwardOutputs forward_cpu(const at::Tensor& x_in, const at::Tensor& w1,
       .w2 = data_or_null<const float>(w2f),
       .b2 = data_or_null<const float>(b2f),
       .pooled_part = scratch[kPooledPart],
-      .pooled = pooled.data_ptr<float>(),
-      .pooled_max = pooled_max.data_ptr<float>(),
-      .fc1_out = fc1_out.data_ptr<float>(),
+      .pooled = small[0],
+      .pooled_max = small[1],
+      .fc1_out = small[2],
       .hidden = scratch[kHidden],
-      .fc2_out = fc2_out.data_ptr<float>(),
+      .fc2_out = small[3],
       .scale = scratch[kScale],
       .problem = p,
       .options = opts,
@@ -74,6 +94,23 @@ ForwardOutputs forward_cpu(const at::Tensor& x_in, const at::Tensor& w1,
   });
   y.finish();
   return outputs;
+}
+
+ForwardOutputs forward_cpu(const at::Tensor& x, const at::Tensor& w1,
+                           const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
+                           const std::optional<at::Tensor>& b2,
+                           const std::optional<at::Tensor>& residual, c10::string_view pool,
+                           c10::string_view act, c10::string_view gate, double gain,
+                           c10::string_view out_act) {
+  return run_forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, true);
+}
+
+at::Tensor infer_cpu(const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+                     const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
+                     const std::optional<at::Tensor>& residual, c10::string_view pool,
+                     c10::string_view act, c10::string_view gate, double gain,
+                     c10::string_view out_act) {
+  return std::get<0>(run_forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, false));
 }
 
 BackwardOutputs backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in,
@@ -137,6 +174,7 @@ BackwardOutputs backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in,
 
 TORCH_LIBRARY_IMPL(se_kernels, CPU, m) {
   m.impl("forward", &forward_cpu);
+  m.impl("infer", &infer_cpu);
   m.impl("backward", &backward_cpu);
 }
 

@@ -17,7 +17,7 @@
 
 namespace se_kernels::cpu {
 
-constexpr int64_t kSampleCacheBytes = 512 * 1024;  // a sample's x this small stays in L2
+constexpr int64_t kSampleCacheBytes = 1024 * 1024;  // a sample's x this small stays in cache
 constexpr int64_t kStreamGrain = 16384;            // elements per streaming task, at least
 // HW splits aim at this many reduction tasks whatever the thread count, so a shape gets
 // one summation order, and bitwise the same result, on any machine.

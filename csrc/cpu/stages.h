@@ -38,7 +38,13 @@ void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last) {
                std::min(hw0 + plan.hw_per_split, p.HW));
     }
   });
-  k.sample_range(0, p.N);  // the GEMMs split across threads inside
+  // The FC stage: across samples when there are enough for every thread (each sample's
+  // maths is independent, so this changes no bits), else the GEMMs split inside.
+  if (p.N > 1 && p.N >= at::get_num_threads()) {
+    at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) { k.sample_range(n0, n1); });
+  } else {
+    k.sample_range(0, p.N);
+  }
   const int64_t grain = std::max<int64_t>(1, kStreamGrain / row_len);
   at::parallel_for(0, p.N * rows_per_sample, grain,
                    [&](int64_t r0, int64_t r1) { k.stream(r0, r1); });

@@ -3,6 +3,7 @@
 // the same host code drives the real and the emulated launches.
 #pragma once
 
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include "../se_dispatch.h"
@@ -34,28 +35,46 @@ inline Geometry geometry(const Problem& p, const Plan& plan, int64_t hw_per_piec
           .channels_last = plan.channels_last};
 }
 
-inline ForwardOutputs forward(const at::Tensor& x, const at::Tensor& w1,
-                              const std::optional<at::Tensor>& b1,
-                              const std::optional<at::Tensor>& w2,
-                              const std::optional<at::Tensor>& b2,
-                              const std::optional<at::Tensor>& residual, c10::string_view pool,
-                              c10::string_view act, c10::string_view gate, double gain,
-                              c10::string_view out_act) {
+// The forward, returning what backward needs (keep_saved) or only y, with the small
+// tensors then carved from the one scratch allocation.
+inline ForwardOutputs run_forward(const at::Tensor& x, const at::Tensor& w1,
+                                  const std::optional<at::Tensor>& b1,
+                                  const std::optional<at::Tensor>& w2,
+                                  const std::optional<at::Tensor>& b2,
+                                  const std::optional<at::Tensor>& residual,
+                                  c10::string_view pool, c10::string_view act,
+                                  c10::string_view gate, double gain, c10::string_view out_act,
+                                  bool keep_saved) {
   const Options opts = parse_options(pool, act, gate, gain, out_act);
   const Problem p = check_forward(x, w1, b1, w2, b2, residual);
-  auto outputs = forward_outputs(x, p, opts);
-  auto& [y, pooled, pooled_max, fc1_out, fc2_out] = outputs;
-  if (p.N == 0) return outputs;
+  if (p.N == 0) return forward_outputs(x, p, opts);
 
   const DeviceGuard guard(x.device());
+  // y first: the plan checks its strides; the small outputs follow once the plan is known.
+  ForwardOutputs outputs;
+  if (keep_saved) {
+    outputs = forward_outputs(x, p, opts);
+  } else {
+    std::get<0>(outputs) = at::empty_like(x);
+  }
   const bool has_residual = residual.has_value() && residual->defined();
   const at::Tensor& res = has_residual ? *residual : x;
   const HWStrides xs = kernel_strides("x", x), rs = kernel_strides("residual", res),
-                  ys = kernel_strides("y", y);
-  const Plan plan = make_plan(p, xs, opts.pool == Pool::Avg, sm_count(x), {x, res, y});
+                  ys = kernel_strides("y", std::get<0>(outputs));
+  const Plan plan = make_plan(p, xs, opts.pool == Pool::Avg, sm_count(x),
+                              {x, res, std::get<0>(outputs)});
   const at::Tensor w1f = as_float(w1), b1f = as_float(b1), w2f = as_float(w2), b2f = as_float(b2);
-  const at::Tensor pooled_part = float_buffer(x, {p.N, plan.n_splits, p.C});
-  const at::Tensor fc1_part = float_buffer(x, {p.N, plan.n_parts(), p.R1});
+  // One scratch allocation: the partial sums, and the small tensors when not returned.
+  const bool avgmax = opts.pool == Pool::AvgMax;
+  const int64_t saved = keep_saved ? 0 : p.N;
+  std::vector<at::Tensor> scratch = float_buffers(
+      x, {{p.N, plan.n_splits, p.C}, {p.N, plan.n_parts(), p.R1}, {saved, p.C},
+          {avgmax ? saved : 0, p.C}, {saved, p.R1}, {p.has_fc2 ? saved : 0, p.C}});
+  if (!keep_saved) {
+    outputs = std::make_tuple(std::get<0>(outputs), scratch[2], scratch[3], scratch[4], scratch[5]);
+  }
+  const at::Tensor &pooled_part = scratch[0], &fc1_part = scratch[1];
+  auto& [y_out, pooled, pooled_max, fc1_out, fc2_out] = outputs;
   const Grid reduce_grid = plan.grid(p.N, plan.n_splits);
   const Grid stream_grid = plan.grid(p.N, plan.n_tiles);
 
@@ -74,7 +93,7 @@ inline ForwardOutputs forward(const at::Tensor& x, const at::Tensor& w1,
     const ExciteParams<T> ep{
         .x = xv,
         .residual = view<const T>(res, rs, has_residual ? "residual" : "x"),
-        .y = view<T>(y, ys, "y"),
+        .y = view<T>(y_out, ys, "y"),
         .fc1_part = global_ptr<const float>(fc1_part, "fc1_part"),
         .pooled_part = global_ptr<const float>(pooled_part, "pooled_part"),
         .b1 = global_ptr<const float>(b1f, "b1"),
@@ -96,6 +115,26 @@ inline ForwardOutputs forward(const at::Tensor& x, const at::Tensor& w1,
     });
   });
   return outputs;
+}
+
+inline ForwardOutputs forward(const at::Tensor& x, const at::Tensor& w1,
+                              const std::optional<at::Tensor>& b1,
+                              const std::optional<at::Tensor>& w2,
+                              const std::optional<at::Tensor>& b2,
+                              const std::optional<at::Tensor>& residual, c10::string_view pool,
+                              c10::string_view act, c10::string_view gate, double gain,
+                              c10::string_view out_act) {
+  return run_forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, true);
+}
+
+inline at::Tensor infer(const at::Tensor& x, const at::Tensor& w1,
+                        const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
+                        const std::optional<at::Tensor>& b2,
+                        const std::optional<at::Tensor>& residual, c10::string_view pool,
+                        c10::string_view act, c10::string_view gate, double gain,
+                        c10::string_view out_act) {
+  return std::get<0>(
+      run_forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, false));
 }
 
 }  // namespace SE_CUDA_TARGET

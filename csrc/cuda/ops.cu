@@ -26,6 +26,7 @@ int sm_count(const at::Tensor& x) {
 
 TORCH_LIBRARY_IMPL(se_kernels, CUDA, m) {
   m.impl("forward", &forward);
+  m.impl("infer", &infer);
   m.impl("backward", &backward);
 }
 

@@ -43,6 +43,14 @@ ForwardOutputs sim_forward(const at::Tensor& x, const at::Tensor& w1,
   return reporting([&] { return forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act); });
 }
 
+at::Tensor sim_infer(const at::Tensor& x, const at::Tensor& w1, const std::optional<at::Tensor>& b1,
+                     const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
+                     const std::optional<at::Tensor>& residual, c10::string_view pool,
+                     c10::string_view act, c10::string_view gate, double gain,
+                     c10::string_view out_act) {
+  return reporting([&] { return infer(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act); });
+}
+
 BackwardOutputs sim_backward(const at::Tensor& grad_y, const at::Tensor& x,
                              const std::optional<at::Tensor>& out, const at::Tensor& w1,
                              const std::optional<at::Tensor>& w2, const at::Tensor& pooled_max,
@@ -59,6 +67,7 @@ BackwardOutputs sim_backward(const at::Tensor& grad_y, const at::Tensor& x,
 
 TORCH_LIBRARY_IMPL(se_kernels, CPU, m) {
   m.impl("sim_forward", &sim_forward);
+  m.impl("sim_infer", &sim_infer);
   m.impl("sim_backward", &sim_backward);
 }
 

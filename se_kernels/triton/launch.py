@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..buffers import backward_outputs, forward_outputs
+from ..buffers import backward_outputs, forward_outputs, infer_buffers
 from ..options import ACTS, GATES, check_backward_inputs, check_inputs, kernel_strides
 from .plan import Plan, heuristics_for, make_plan
 from .excite import excite_kernel
@@ -40,7 +40,7 @@ def plan_for(x: Tensor, r1: int, pool: str) -> Plan:
                      heur=heuristics_for(x.device))
 
 
-def forward(
+def _forward(
     x: Tensor,
     w1: Tensor,
     b1: Optional[Tensor],
@@ -52,17 +52,21 @@ def forward(
     gate: str,
     gain: float,
     out_act: str,
+    keep_saved: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Fused SE forward: returns ``(y, pooled, pooled_max, fc1_out, fc2_out)``."""
+    """The forward; the small outputs are scratch from one allocation unless keep_saved."""
     s = check_inputs(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, kernel=True)
-    outputs = forward_outputs(x, s.R1, s.has_fc2, pool)
-    y, pooled, pooled_max, fc1_out, fc2_out = outputs
     if s.N == 0:
-        return outputs
+        return forward_outputs(x, s.R1, s.has_fc2, pool)
     plan = plan_for(x, s.R1, pool)
-    f32 = dict(device=x.device, dtype=torch.float32)
-    pooled_part = torch.empty((s.N, plan.n_splits, s.C), **f32)
-    fc1_part = torch.empty((s.N, plan.n_parts, s.R1), **f32)
+    partial_shapes = ((s.N, plan.n_splits, s.C), (s.N, plan.n_parts, s.R1))
+    if keep_saved:
+        outputs = forward_outputs(x, s.R1, s.has_fc2, pool)
+        f32 = dict(device=x.device, dtype=torch.float32)
+        pooled_part, fc1_part = (torch.empty(shape, **f32) for shape in partial_shapes)
+    else:
+        outputs, (pooled_part, fc1_part) = infer_buffers(x, s.R1, s.has_fc2, pool, *partial_shapes)
+    y, pooled, pooled_max, fc1_out, fc2_out = outputs
     res = residual if residual is not None else x
     w2_or_dummy = w2 if w2 is not None else w1
     with _device_guard(x):
@@ -88,6 +92,20 @@ def forward(
             **plan.streaming_meta,
         )
     return outputs
+
+
+def forward(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Optional[Tensor],
+            b2: Optional[Tensor], residual: Optional[Tensor], pool: str, act: str, gate: str,
+            gain: float, out_act: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Fused SE forward: returns ``(y, pooled, pooled_max, fc1_out, fc2_out)``."""
+    return _forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, True)
+
+
+def infer(x: Tensor, w1: Tensor, b1: Optional[Tensor], w2: Optional[Tensor],
+          b2: Optional[Tensor], residual: Optional[Tensor], pool: str, act: str, gate: str,
+          gain: float, out_act: str) -> Tensor:
+    """Fused SE forward for inference: returns y only (nothing is kept for backward)."""
+    return _forward(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act, False)[0]
 
 
 def backward(
