@@ -10,8 +10,10 @@ with every SE module replaced by an identity ("without SE"), so
     se_share = (t_original - t_without_se) / t_original   (eager SE time over model time)
     captured = (t_original - t_se_kernels) / (t_original - t_without_se)
 
-with forward and backward of the SE layers both counted in a training step. Also the SE
-overhead of seresnet50 over resnet50 when both run. Writes e2e.csv / e2e.json next to
+with forward and backward of the SE layers both counted in a training step. A third copy
+("pool+scale only") replaces each SE module by ``x * x.mean((2, 3))``: the two passes over
+x that a two-launch kernel keeps, so ``original - pool+scale only`` is what fusing the small
+ops can save at most. Also the SE overhead of seresnet50 over resnet50 when both run. Writes e2e.csv / e2e.json next to
 the se_layer results.
 """
 
@@ -86,16 +88,24 @@ def step_fn(model: torch.nn.Module, mode: str, x: torch.Tensor, target: torch.Te
     return run
 
 
-def without_se(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy with every SE module replaced by an identity: the model's time minus its SE
-    layers' (an SE module's output is x rescaled, so the rest of the network is unchanged)."""
+class PoolAndScale(torch.nn.Module):
+    """x * mean(x): the two passes over x that any two-launch SE kernel still makes (read
+    for the pool; read and write for the scale), with none of the small ops."""
+
+    def forward(self, x):
+        return x * x.mean((2, 3), keepdim=True)
+
+
+def replace_se(model: torch.nn.Module, make) -> torch.nn.Module:
+    """A copy with every SE module replaced by make() (an SE module's output has x's shape,
+    so the rest of the network is unchanged)."""
     from se_kernels.adapters import is_known_se
 
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for child_name, child in parent.named_children():
             if is_known_se(child):
-                setattr(parent, child_name, torch.nn.Identity())
+                setattr(parent, child_name, make())
     return model
 
 
@@ -106,10 +116,11 @@ def variants(name: str, mode: str, args):
     out = [("original", original)]
     if name != "resnet50":
         out.append(("se_kernels", se_kernels.convert_model(copy.deepcopy(original), backend=args.backend)))
-        out.append(("without SE", without_se(original)))
+        out.append(("without SE", replace_se(original, torch.nn.Identity)))
+        out.append(("pool+scale only", replace_se(original, PoolAndScale)))
     if not args.no_compile:
         out += [(f"{label}+compile", torch.compile(m)) for label, m in list(out)
-                if label != "without SE"]
+                if label in ("original", "se_kernels")]
     return out
 
 

@@ -5,24 +5,49 @@
 #include <c10/util/Exception.h>
 #include <c10/util/accumulate.h>
 
+#include <algorithm>
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+
 namespace se_kernels {
+
+namespace {
+
+template <typename E>
+using Names = std::initializer_list<std::pair<std::string_view, E>>;
+
+// The enum value named `value`, or a ValueError listing the names (sorted, as Python does).
+template <typename E>
+E parse_name(const char* what, std::string_view value, Names<E> names) {
+  for (const auto& [name, e] : names) {
+    if (name == value) return e;
+  }
+  std::vector<std::string_view> sorted;
+  for (const auto& entry : names) sorted.push_back(entry.first);
+  std::sort(sorted.begin(), sorted.end());
+  std::string list;
+  for (auto name : sorted) list += (list.empty() ? "'" : ", '") + std::string(name) + "'";
+  TORCH_CHECK_VALUE(false, what, " must be one of [", list, "], got '", value, "'");
+  return names.begin()->second;  // not reached
+}
+
+}  // namespace
 
 Options parse_options(std::string_view pool, std::string_view act, std::string_view gate,
                       double gain, std::string_view out_act) {
   Options o{};
-  if (pool == "avg") o.pool = Pool::Avg;
-  else if (pool == "avgmax") o.pool = Pool::AvgMax;
-  else TORCH_CHECK_VALUE(false, "pool must be one of ['avg', 'avgmax'], got '", pool, "'");
-  if (act == "identity") o.act = Act::Identity;
-  else if (act == "relu") o.act = Act::Relu;
-  else if (act == "silu") o.act = Act::Silu;
-  else TORCH_CHECK_VALUE(false, "act must be one of ['identity', 'relu', 'silu'], got '", act, "'");
-  if (gate == "sigmoid") o.gate = Gate::Sigmoid;
-  else if (gate == "hard_sigmoid") o.gate = Gate::HardSigmoid;
-  else TORCH_CHECK_VALUE(false, "gate must be one of ['hard_sigmoid', 'sigmoid'], got '", gate, "'");
-  TORCH_CHECK_VALUE(out_act == "identity" || out_act == "relu",
-                    "out_act must be one of ['identity', 'relu'], got '", out_act, "'");
-  o.out_relu = out_act == "relu";
+  o.pool = parse_name<Pool>("pool", pool, {{"avg", Pool::Avg}, {"avgmax", Pool::AvgMax}});
+  o.act = parse_name<Act>("act", act,
+                          {{"identity", Act::Identity}, {"relu", Act::Relu}, {"silu", Act::Silu},
+                           {"relu6", Act::Relu6}, {"gelu", Act::Gelu}, {"gelu_tanh", Act::GeluTanh},
+                           {"hard_swish", Act::HardSwish}, {"mish", Act::Mish}, {"tanh", Act::Tanh},
+                           {"sigmoid", Act::Sigmoid}, {"leaky_relu", Act::LeakyRelu}});
+  o.gate = parse_name<Gate>("gate", gate,
+                            {{"sigmoid", Gate::Sigmoid}, {"hard_sigmoid", Gate::HardSigmoid},
+                             {"tanh", Gate::Tanh}});
+  o.out_relu = parse_name<bool>("out_act", out_act, {{"identity", false}, {"relu", true}});
   o.gain = static_cast<float>(gain);
   return o;
 }

@@ -9,8 +9,8 @@ enforced.
 Workloads: every distinct SE layer of the benchmark networks (benchmarks/shapes.py) at
 batch 1, 8, 32 and 128, in fp32 / fp16 / bf16, NCHW and channels_last, crossed with every
 option set convert_model produces for the converter's test models (benchmarks/models.py)
-plus avgmax and bias-free variants, forward and backward, planned for an A100 (108 SMs)
-and an H100 (132 SMs).
+plus avgmax and bias-free variants, and every activation and gate on one network's layers,
+forward and backward, planned for an A100 (108 SMs) and an H100 (132 SMs).
 
 Triton: each launch is produced by the backend's own host code (se_kernels/triton/
 launch.py) on meta tensors, with the launches recorded instead of run, and specialized by
@@ -125,7 +125,22 @@ def workloads() -> list[Workload]:
                             out.append(Workload(layer.name, n, layer.C,
                                                 layer.R if o.two_fc else layer.C, layer.H,
                                                 layer.W, dtype, layout, o))
-    return out
+    return out + activation_workloads()
+
+
+def activation_workloads() -> list[Workload]:
+    """Every hidden activation and gate (each is its own Triton specialization), on the
+    first network's layers at batch 8: their code must compile for the real targets too
+    (the interpreter accepts what the compiler may not)."""
+    from benchmarks.models import SEOptions
+    from benchmarks.shapes import NETWORKS, se_layers
+    from se_kernels.options import ACTS, GATES
+
+    options = [SEOptions("avg", act, "sigmoid", True, True, True, False) for act in ACTS]
+    options += [SEOptions("avg", "relu", gate, True, True, True, False) for gate in GATES]
+    return [Workload(layer.name, 8, layer.C, layer.R, layer.H, layer.W, dtype, layout, o)
+            for layer in se_layers(NETWORKS[0]) for dtype in ("float32", "bfloat16")
+            for layout in LAYOUTS for o in options]
 
 
 def meta_inputs(w: Workload):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import torch
 from torch import nn
 
 
@@ -29,6 +30,29 @@ class SESpec:
     gate: str
     pool: str
     bn: Optional[str] = None  # BatchNorm between FC1 and act (timm SEModule norm_layer)
+    # ECA: fc1 is a Conv1d of odd size k across the channel axis, with "zeros" (EcaModule)
+    # or "circular" (CecaModule) padding; the kernels get it as the banded [C, C] matrix.
+    channel_conv: Optional[str] = None
+
+
+def channel_conv_matrix(weight: torch.Tensor, channels: int, padding: str) -> torch.Tensor:
+    """The ``[C, C]`` matrix M with ``M @ v == conv1d(v)`` along the channels, for a
+    ``[1, 1, k]`` Conv1d weight (odd k, no dilation) with "zeros" or "circular" padding of
+    (k - 1) // 2. Differentiable in ``weight``: the gradient of each tap is the sum over
+    its band, as the convolution's."""
+    taps = weight.reshape(-1)
+    k = taps.numel()
+    rows = torch.arange(channels, device=taps.device)
+    cols = rows[:, None] + torch.arange(k, device=taps.device)[None, :] - (k - 1) // 2
+    if padding == "circular":
+        values = taps.expand(channels, k)
+        cols = cols % channels
+    else:
+        inside = (cols >= 0) & (cols < channels)
+        values = taps.expand(channels, k) * inside  # the zero padding
+        cols = cols.clamp(0, channels - 1)
+    matrix = taps.new_zeros(channels, channels)
+    return matrix.index_put((rows[:, None].expand(channels, k), cols), values, accumulate=True)
 
 
 def _qualname(obj: object) -> str:
@@ -36,27 +60,63 @@ def _qualname(obj: object) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _gelu(module: nn.Module) -> Optional[str]:
+    """nn.GELU by its approximate attribute (timm's GELU subclasses it)."""
+    approximate = getattr(module, "approximate", "none")
+    return {"none": "gelu", "tanh": "gelu_tanh"}.get(approximate)
+
+
+def _leaky_relu(module: nn.Module) -> Optional[str]:
+    """nn.LeakyReLU with torch's default slope (0.01, what timm's "leaky_relu" makes)."""
+    from .options import LEAKY_SLOPE
+
+    return "leaky_relu" if module.negative_slope == LEAKY_SLOPE else None
+
+
+# Activation classes -> act name (or a reader of the instance). Classes are matched
+# exactly; each maps to the torch function of the same name, value for value.
 _ACTS = {
     "torch.nn.modules.activation.ReLU": "relu",
+    "torch.nn.modules.activation.ReLU6": "relu6",
     "torch.nn.modules.activation.SiLU": "silu",
+    "torch.nn.modules.activation.GELU": _gelu,
+    "torch.nn.modules.activation.Hardswish": "hard_swish",
+    "torch.nn.modules.activation.Mish": "mish",
+    "torch.nn.modules.activation.Tanh": "tanh",
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.modules.activation.LeakyReLU": _leaky_relu,
     "torch.nn.modules.linear.Identity": "identity",
     "timm.layers.activations.Swish": "silu",
     "timm.layers.activations_me.SwishMe": "silu",
+    "timm.layers.activations.GELU": "gelu",
+    "timm.layers.activations.GELUTanh": "gelu_tanh",
+    "timm.layers.activations.HardSwish": "hard_swish",
+    "timm.layers.activations_me.HardSwishMe": "hard_swish",
+    "timm.layers.activations.Mish": "mish",
+    "timm.layers.activations_me.MishMe": "mish",
+    "timm.layers.activations.Tanh": "tanh",
+    "timm.layers.activations.Sigmoid": "sigmoid",
 }
 _GATES = {
     "torch.nn.modules.activation.Sigmoid": "sigmoid",
     "torch.nn.modules.activation.Hardsigmoid": "hard_sigmoid",
+    "torch.nn.modules.activation.Tanh": "tanh",
     "timm.layers.activations.Sigmoid": "sigmoid",
     "timm.layers.activations.HardSigmoid": "hard_sigmoid",
     "timm.layers.activations_me.HardSigmoidMe": "hard_sigmoid",
+    "timm.layers.activations.Tanh": "tanh",
 }
 
 
 def _lookup(table: dict, module: nn.Module, what: str) -> str:
     name = table.get(_qualname(module))
+    if callable(name):
+        name = name(module)
     if name is None:
-        raise UnsupportedSE(f"{what} {type(module).__name__} has no exact fused equivalent "
-                            f"(supported: {sorted(set(table.values()))})")
+        names = sorted({v for v in table.values() if isinstance(v, str)} | (
+            {"leaky_relu (slope 0.01)"} if _leaky_relu in table.values() else set()))
+        raise UnsupportedSE(f"{what} {module!r} has no exact fused equivalent "
+                            f"(supported: {names})")
     return name
 
 
@@ -89,6 +149,21 @@ def _torchvision(m: nn.Module) -> SESpec:
     return _spec(m, "fc1", "fc2", "activation", "scale_activation")
 
 
+def _eca(m: nn.Module, padding: str) -> SESpec:
+    if getattr(m, "conv2", None) is not None:
+        raise UnsupportedSE("ECA with use_mlp (a per-channel MLP) has no fused equivalent")
+    conv = m.conv
+    k = conv.kernel_size[0]
+    own_padding = getattr(m, "padding", 0) if padding == "circular" else conv.padding[0]
+    if not (isinstance(conv, nn.Conv1d) and conv.in_channels == conv.out_channels == 1
+            and conv.stride == (1,) and conv.dilation == (1,) and k % 2 == 1
+            and own_padding == (k - 1) // 2 and conv.padding_mode == "zeros"
+            and (padding == "zeros" or conv.padding == (0,))):
+        raise UnsupportedSE("conv is not a 1-to-1 channel Conv1d of odd size with 'same' padding")
+    return SESpec(fc1="conv", fc2=None, act="identity", gate=_lookup(_GATES, m.gate, "gate"),
+                  pool="avg", channel_conv=padding)
+
+
 READERS: dict[str, Callable[[nn.Module], SESpec]] = {
     "timm.layers.squeeze_excite.SEModule":
         lambda m: _spec(m, "fc1", "fc2", "act", "gate", m.add_maxpool, bn="bn"),
@@ -98,6 +173,8 @@ READERS: dict[str, Callable[[nn.Module], SESpec]] = {
         lambda m: _spec(m, "conv_reduce", "conv_expand", "act1", "gate"),
     "timm.models.senet.SEModule": lambda m: _spec(m, "fc1", "fc2", "relu", "sigmoid"),
     "torchvision.ops.misc.SqueezeExcitation": _torchvision,
+    "timm.layers.eca.EcaModule": lambda m: _eca(m, "zeros"),
+    "timm.layers.eca.CecaModule": lambda m: _eca(m, "circular"),
 }
 
 

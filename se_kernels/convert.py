@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import SESpec, UnsupportedSE, _qualname, is_known_se, read_se
+from .adapters import SESpec, UnsupportedSE, _qualname, channel_conv_matrix, is_known_se, read_se
 from .backends import BACKENDS, NOT_SCRIPTABLE
 from .functional import squeeze_excite
 from .inference_path import InferencePath
@@ -69,6 +69,23 @@ def _fold_batchnorm(w1: torch.Tensor, b1: Optional[torch.Tensor], bn: nn.BatchNo
     return w, b if bn.bias is None else b + bn.bias
 
 
+def se_weights(module: nn.Module, spec: SESpec, channels: Optional[int] = None):
+    """(w1, b1, w2, b2) of an SE module as the kernels take them: a bottleneck BatchNorm
+    (eval) folded into FC1; an ECA channel convolution as its [C, C] banded matrix (and a
+    CECA bias broadcast over the channels), which needs ``channels``."""
+    fc1 = getattr(module, spec.fc1)
+    w1, b1 = fc1.weight, fc1.bias
+    if spec.channel_conv is not None:
+        if channels is None:
+            raise ValueError("an ECA module's weights depend on the input's channel count")
+        w1 = channel_conv_matrix(w1, channels, spec.channel_conv)
+        b1 = None if b1 is None else b1.expand(channels)
+    if spec.bn is not None:
+        w1, b1 = _fold_batchnorm(w1, b1, getattr(module, spec.bn))
+    fc2 = getattr(module, spec.fc2) if spec.fc2 else None
+    return w1, b1, None if fc2 is None else fc2.weight, None if fc2 is None else fc2.bias
+
+
 class FusedSE(nn.Module):
     """A foreign SE module running on se_kernels.
 
@@ -104,14 +121,10 @@ class FusedSE(nn.Module):
                         bn._buffers.get("num_batches_tracked")]
         return sources
 
-    def _weights(self):
-        spec = self.se_spec
-        fc1 = getattr(self, spec.fc1)
-        w1, b1 = fc1.weight, fc1.bias
-        if spec.bn is not None:
-            w1, b1 = _fold_batchnorm(w1, b1, getattr(self, spec.bn))
-        fc2 = getattr(self, spec.fc2) if spec.fc2 else None
-        return w1, b1, None if fc2 is None else fc2.weight, None if fc2 is None else fc2.bias
+    def _weights(self, channels: Optional[int] = None):
+        """(w1, b1, w2, b2) for the kernels; ``channels`` (C of the input) is needed by ECA,
+        whose channel convolution becomes a [C, C] banded matrix."""
+        return se_weights(self, self.se_spec, channels)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
                 out_act: str = "identity") -> torch.Tensor:
@@ -122,11 +135,13 @@ class FusedSE(nn.Module):
             if residual is not None:
                 y = y + residual
             return F.relu(y) if out_act == "relu" else y
+        channels = x.shape[1]
         if InferencePath.usable():
-            call = self._inference.entry(x, self.backend, self._weight_sources(), self._weights)
+            call = self._inference.entry(x, self.backend, self._weight_sources(),
+                                         lambda: self._weights(channels))
             if call is not None:
                 return call(x, residual, spec.pool, spec.act, spec.gate, 1.0, out_act)
-        return squeeze_excite(x, *self._weights(), pool=spec.pool, act=spec.act, gate=spec.gate,
+        return squeeze_excite(x, *self._weights(channels), pool=spec.pool, act=spec.act, gate=spec.gate,
                               residual=residual, out_act=out_act, backend=self.backend)
 
     def __prepare_scriptable__(self):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .adapters import UnsupportedSE, _qualname, is_known_se, read_se
-from .convert import FusedResidualBlock, FusedSE, _fold_batchnorm, _keep_original, _set_submodule
+from .convert import FusedSE, _keep_original, _set_submodule, se_weights
 from .modules import SqueezeExcite
 from .options import as_matrix
 from .reference import se_stages
@@ -34,26 +34,20 @@ def _gate_function(module: nn.Module):
     if isinstance(module, FusedSE):
         spec, gain, weights = module.se_spec, 1.0, module._weights
     elif isinstance(module, SqueezeExcite):
-        spec, gain, weights = module, module.gain, module._weights
+        spec, gain = module, module.gain
+        weights = lambda channels: module._weights()  # noqa: E731
     elif is_known_se(module):
         try:
             spec = read_se(module)
         except UnsupportedSE:
             return None
         gain = 1.0
-
-        def weights():
-            fc1 = getattr(module, spec.fc1)
-            w1, b1 = fc1.weight, fc1.bias
-            if spec.bn is not None:
-                w1, b1 = _fold_batchnorm(w1, b1, getattr(module, spec.bn))
-            fc2 = getattr(module, spec.fc2) if spec.fc2 else None
-            return w1, b1, None if fc2 is None else fc2.weight, None if fc2 is None else fc2.bias
+        weights = lambda channels: se_weights(module, spec, channels)  # noqa: E731
     else:
         return None
 
     def gate(x: Tensor) -> Tensor:
-        w1, b1, w2, b2 = weights()
+        w1, b1, w2, b2 = weights(x.shape[1])
         w1 = as_matrix("w1", w1).float()
         w2 = None if w2 is None else as_matrix("w2", w2).float()
         return se_stages(x.float(), w1, None if b1 is None else b1.float(), w2,

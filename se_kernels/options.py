@@ -14,8 +14,13 @@ from typing import Optional
 import torch
 
 POOLS = {"avg": 0, "avgmax": 1}
-ACTS = {"identity": 0, "relu": 1, "silu": 2}
-GATES = {"sigmoid": 0, "hard_sigmoid": 1}
+# Codes shared with csrc/se_options.h; every act is exact to the torch function of the
+# same name (gelu: erf; gelu_tanh: F.gelu(approximate="tanh"); leaky_relu: torch's
+# default slope 0.01), gradients included.
+ACTS = {"identity": 0, "relu": 1, "silu": 2, "relu6": 3, "gelu": 4, "gelu_tanh": 5,
+        "hard_swish": 6, "mish": 7, "tanh": 8, "sigmoid": 9, "leaky_relu": 10}
+LEAKY_SLOPE = 0.01
+GATES = {"sigmoid": 0, "hard_sigmoid": 1, "tanh": 2}
 OUT_ACTS = {"identity": 0, "relu": 1}
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)

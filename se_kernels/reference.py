@@ -20,13 +20,24 @@ def onnx_exporting() -> bool:
             and torch.onnx.is_in_onnx_export())
 
 
+_ACT_FUNCTIONS = {
+    "relu": F.relu,
+    "silu": F.silu,
+    "relu6": F.relu6,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+    "hard_swish": F.hardswish,
+    "mish": F.mish,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "leaky_relu": F.leaky_relu,  # slope 0.01, the only one the kernels have
+}
+
+
 def apply_act(z: torch.Tensor, act: str) -> torch.Tensor:
-    """The hidden activation by name (``identity`` | ``relu`` | ``silu``)."""
-    if act == "relu":
-        return F.relu(z)
-    if act == "silu":
-        return F.silu(z)
-    return z
+    """The hidden activation by name (``se_kernels.options.ACTS``), as the torch function."""
+    fn = _ACT_FUNCTIONS.get(act)
+    return z if fn is None else fn(z)
 
 
 # aten's hardsigmoid backward multiplies by 1.0f / 6.0f, rounded to float32 even for
@@ -60,8 +71,10 @@ def hard_sigmoid(z: torch.Tensor) -> torch.Tensor:
 
 
 def apply_gate(z: torch.Tensor, gate: str) -> torch.Tensor:
-    """The gate by name (``sigmoid`` | ``hard_sigmoid``, as F.hardsigmoid)."""
-    return torch.sigmoid(z) if gate == "sigmoid" else hard_sigmoid(z)
+    """The gate by name (``sigmoid`` | ``hard_sigmoid``, as F.hardsigmoid | ``tanh``)."""
+    if gate == "sigmoid":
+        return torch.sigmoid(z)
+    return torch.tanh(z) if gate == "tanh" else hard_sigmoid(z)
 
 
 @dataclass

@@ -45,12 +45,13 @@ EXPECTED = {
 }
 
 
-def build(name: str, train: bool = False) -> nn.Module:
-    """A model with random weights, randomised BN and no dropout, in eval or train mode."""
+def build(name: str, train: bool = False, **kwargs) -> nn.Module:
+    """A model with random weights, randomised BN and no dropout, in eval or train mode
+    (kwargs: timm.create_model's, e.g. img_size)."""
     torch.manual_seed(0)
     lib, arch = name.split(":")
     if lib == "timm":
-        model = timm.create_model(arch, pretrained=False, drop_rate=0.0)
+        model = timm.create_model(arch, pretrained=False, drop_rate=0.0, **kwargs)
     else:
         model = getattr(torchvision.models, arch)()
     gen = torch.Generator().manual_seed(1)
@@ -129,6 +130,29 @@ def test_train_gradients_match_exactly_in_float64(name):
     x = inputs("cpu", torch.float64)
     torch.testing.assert_close(_train_grads(converted, x), _train_grads(original, x),
                                rtol=1e-9, atol=1e-12)
+
+
+def check_whole_model(original: nn.Module, allowed_left: str = "add+relu") -> nn.Module:
+    """A converted copy of an eval-mode model: no SE left unconverted; eval logits with the
+    CPU kernels within the whole-model rule; and, converted in train mode on the reference
+    backend, float64 gradients of every parameter equal to the original's (the mapping is
+    exact). Train-mode conversions may leave only modules whose reason contains
+    ``allowed_left``. Returns the eval conversion."""
+    converted = convert(original, "cpu")
+    summary = converted.se_kernels_summary
+    assert sum(summary.converted.values()) > 0, summary
+    assert not [s for s in summary.skipped if not s[2].startswith("add+relu")], summary
+    x = inputs("cpu")
+    with torch.no_grad():
+        truth = copy.deepcopy(original).double()(x.double())
+        assert_close_to_model_truth("logits", converted(x), truth, original(x))
+    original64 = copy.deepcopy(original).double().train()
+    converted64 = convert(original64, "reference")
+    left = [s for s in converted64.se_kernels_summary.skipped if not s[2].startswith("add+relu")]
+    assert all(allowed_left in reason for _, _, reason in left), left
+    torch.testing.assert_close(_train_grads(converted64, x.double()),
+                               _train_grads(original64, x.double()), rtol=1e-9, atol=1e-12)
+    return converted
 
 
 def _rounding_sensitivity(model: nn.Module, x: torch.Tensor) -> float:
@@ -231,13 +255,13 @@ def test_converted_batchnorm_se_falls_back_in_train_mode():
 def test_unmappable_act_is_left_alone():
     from timm.layers.squeeze_excite import SEModule
 
-    model = nn.Sequential(nn.Conv2d(3, 16, 3), SEModule(16, act_layer=nn.GELU))
+    model = nn.Sequential(nn.Conv2d(3, 16, 3), SEModule(16, act_layer=nn.ELU))
     x = torch.randn(2, 3, 9, 9)
     want = model(x)
     se_kernels.convert_model(model)
     assert isinstance(model[1], SEModule)
     (path, cls, why), = model.se_kernels_summary.skipped
-    assert path == "1" and cls == "SEModule" and "GELU" in why
+    assert path == "1" and cls == "SEModule" and "ELU" in why
     torch.testing.assert_close(model(x), want)
 
 

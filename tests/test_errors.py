@@ -75,8 +75,8 @@ BAD_INPUTS = [
     Bad("residual-dtype", lambda a: a.update(residual=a["x"].half()), TypeError,
         r"residual must have x's dtype"),
     Bad("pool", lambda a: a.update(pool="max"), ValueError, r"pool must be one of \['avg', 'avgmax'\]"),
-    Bad("act", lambda a: a.update(act="gelu"), ValueError, r"act must be one of"),
-    Bad("gate", lambda a: a.update(gate="tanh"), ValueError, r"gate must be one of"),
+    Bad("act", lambda a: a.update(act="elu"), ValueError, r"act must be one of"),
+    Bad("gate", lambda a: a.update(gate="relu"), ValueError, r"gate must be one of"),
     Bad("out_act", lambda a: a.update(out_act="silu"), ValueError, r"out_act must be one of"),
     Bad("gain-type", lambda a: a.update(gain="2"), TypeError, r"gain must be a Python float",
         SCHEMA, r"Expected a value of type 'float' for argument 'gain'"),
@@ -151,7 +151,7 @@ BAD_BACKWARD = [
     ("pooled_max-avgmax", lambda a: a.update(pool="avgmax"), ValueError, r"pooled_max must be \[2, 8\]"),
     ("x-rank", lambda a: a.update(x=a["x"][0]), ValueError, r"x must be 4-D"),
     ("w2-bottleneck", lambda a: a.update(w2=a["w2"][:, :3]), ValueError, r"w2 must have shape"),
-    ("gate", lambda a: a.update(gate="tanh"), ValueError, r"gate must be one of"),
+    ("gate", lambda a: a.update(gate="relu"), ValueError, r"gate must be one of"),
 ]
 
 

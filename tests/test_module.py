@@ -62,8 +62,8 @@ def test_from_module_shares_parameters(make):
 def test_from_module_refuses_what_it_cannot_fuse():
     with pytest.raises(UnsupportedSE, match="BatchNorm"):
         se_kernels.SqueezeExcite.from_module(timm_se.SEModule(16, norm_layer=nn.BatchNorm2d))
-    with pytest.raises(UnsupportedSE, match="act GELU has no exact fused equivalent"):
-        se_kernels.SqueezeExcite.from_module(timm_se.SEModule(16, act_layer=nn.GELU))
+    with pytest.raises(UnsupportedSE, match=r"act ELU\(alpha=1.0.*\) has no exact fused equivalent"):
+        se_kernels.SqueezeExcite.from_module(timm_se.SEModule(16, act_layer=nn.ELU))
     with pytest.raises(UnsupportedSE, match="not a supported SE class"):
         se_kernels.SqueezeExcite.from_module(nn.Conv2d(3, 3, 1))
 

@@ -69,6 +69,9 @@ def _forward(
     y, pooled, pooled_max, fc1_out, fc2_out = outputs
     res = residual if residual is not None else x
     w2_or_dummy = w2 if w2 is not None else w1
+    # The kernels index biases as dense vectors (an expanded one has stride 0): no copy
+    # when they already are, as the C++ ops' as_float.
+    b1, b2 = (None if b is None else b.contiguous() for b in (b1, b2))
     with _device_guard(x):
         launch(
             squeeze_kernel, (s.N, plan.n_cblocks, plan.n_splits),

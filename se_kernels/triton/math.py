@@ -11,7 +11,21 @@ from ..options import ACTS, GATES
 
 ACT_RELU = tl.constexpr(ACTS["relu"])
 ACT_SILU = tl.constexpr(ACTS["silu"])
+ACT_RELU6 = tl.constexpr(ACTS["relu6"])
+ACT_GELU = tl.constexpr(ACTS["gelu"])
+ACT_GELU_TANH = tl.constexpr(ACTS["gelu_tanh"])
+ACT_HARD_SWISH = tl.constexpr(ACTS["hard_swish"])
+ACT_MISH = tl.constexpr(ACTS["mish"])
+ACT_TANH = tl.constexpr(ACTS["tanh"])
+ACT_SIGMOID = tl.constexpr(ACTS["sigmoid"])
+ACT_LEAKY_RELU = tl.constexpr(ACTS["leaky_relu"])
+LEAKY_SLOPE = tl.constexpr(0.01)  # F.leaky_relu's default
 GATE_SIGMOID = tl.constexpr(GATES["sigmoid"])
+GATE_TANH = tl.constexpr(GATES["tanh"])
+SQRT_HALF = tl.constexpr(0.70710678118654752)  # 1/sqrt(2)
+INV_SQRT_2PI = tl.constexpr(0.39894228040143268)  # 1/sqrt(2 pi)
+SQRT_2_OVER_PI = tl.constexpr(0.79788456080286536)  # sqrt(2/pi)
+GELU_KAPPA = tl.constexpr(0.044715)
 
 
 @triton.jit
@@ -27,22 +41,81 @@ def nan_max(a, b):
 
 
 @triton.jit
+def relu6(z):
+    """min(max(z, 0), 6) that lets NaN through, as F.relu6."""
+    return tl.where(z > 6.0, 6.0, relu(z))
+
+
+@triton.jit
+def tanh(z):
+    """tanh from exp (Triton has no tanh that also runs on the interpreter); exact to a
+    few float32 ulps of 1, which is what the tolerance rule allows for a hidden value."""
+    e = tl.exp(-2.0 * tl.abs(z))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(z < 0.0, -t, t)
+
+
+@triton.jit
+def softplus(z):
+    """log(1 + exp(z)) with torch's threshold 20, as inside F.mish."""
+    return tl.where(z > 20.0, z, tl.log(1.0 + tl.exp(tl.minimum(z, 20.0))))
+
+
+@triton.jit
 def act_fwd(z, ACT: tl.constexpr):
     if ACT == ACT_RELU:
         z = relu(z)
     elif ACT == ACT_SILU:
         z = z * tl.sigmoid(z)
+    elif ACT == ACT_RELU6:
+        z = relu6(z)
+    elif ACT == ACT_GELU:
+        z = 0.5 * z * (1.0 + tl.math.erf(z * SQRT_HALF))
+    elif ACT == ACT_GELU_TANH:
+        z = 0.5 * z * (1.0 + tanh((z + z * z * z * GELU_KAPPA) * SQRT_2_OVER_PI))
+    elif ACT == ACT_HARD_SWISH:
+        z = z * relu6(z + 3.0) / 6.0
+    elif ACT == ACT_MISH:
+        z = z * tanh(softplus(z))
+    elif ACT == ACT_TANH:
+        z = tanh(z)
+    elif ACT == ACT_SIGMOID:
+        z = tl.sigmoid(z)
+    elif ACT == ACT_LEAKY_RELU:
+        z = tl.where(z > 0.0, z, z * LEAKY_SLOPE)
     return z
 
 
 @triton.jit
 def act_grad(z, ACT: tl.constexpr):
-    """d act / dz at the pre-activation z (relu: 0 at z == 0, as torch)."""
+    """d act / dz at the pre-activation z, with torch's conventions at the kinks (relu: 0
+    at 0; relu6: 0 at 0 and 6; hard_swish: z/3 + 1/2 inside (-3, 3), 0 at -3, 1 at 3)."""
     if ACT == ACT_RELU:
         d = tl.where(z > 0.0, 1.0, 0.0)
     elif ACT == ACT_SILU:
         sig = tl.sigmoid(z)
         d = sig * (1.0 + z * (1.0 - sig))
+    elif ACT == ACT_RELU6:
+        d = tl.where((z > 0.0) & (z < 6.0), 1.0, 0.0)
+    elif ACT == ACT_GELU:
+        d = 0.5 * (1.0 + tl.math.erf(z * SQRT_HALF)) + z * INV_SQRT_2PI * tl.exp(-0.5 * z * z)
+    elif ACT == ACT_GELU_TANH:
+        # constexprs on the right: constexpr * tensor does not make a tensor
+        t = tanh((z + z * z * z * GELU_KAPPA) * SQRT_2_OVER_PI)
+        d = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + z * z * GELU_KAPPA * 3.0)
+    elif ACT == ACT_HARD_SWISH:
+        d = tl.where(z <= -3.0, 0.0, tl.where(z < 3.0, z / 3.0 + 0.5, 1.0))
+    elif ACT == ACT_MISH:
+        t = tanh(softplus(z))
+        d = t + z * tl.sigmoid(z) * (1.0 - t * t)
+    elif ACT == ACT_TANH:
+        t = tanh(z)
+        d = 1.0 - t * t
+    elif ACT == ACT_SIGMOID:
+        sig = tl.sigmoid(z)
+        d = sig * (1.0 - sig)
+    elif ACT == ACT_LEAKY_RELU:
+        d = tl.where(z > 0.0, 1.0, LEAKY_SLOPE)  # the slope at 0, as torch
     else:
         d = tl.full(z.shape, 1.0, tl.float32)
     return d
@@ -52,8 +125,10 @@ def act_grad(z, ACT: tl.constexpr):
 def gate_fwd(z, GATE: tl.constexpr):
     if GATE == GATE_SIGMOID:
         s = tl.sigmoid(z)
+    elif GATE == GATE_TANH:
+        s = tanh(z)
     else:
-        s = tl.where(z > 3.0, 6.0, relu(z + 3.0)) / 6.0  # relu6(z + 3) / 6, NaN passes
+        s = relu6(z + 3.0) / 6.0
     return s
 
 
@@ -63,6 +138,9 @@ def gate_grad(z, GATE: tl.constexpr):
     if GATE == GATE_SIGMOID:
         s = tl.sigmoid(z)
         d = s * (1.0 - s)
+    elif GATE == GATE_TANH:
+        t = tanh(z)
+        d = 1.0 - t * t
     else:
         d = tl.where((z > -3.0) & (z < 3.0), 1.0 / 6.0, 0.0)
     return d
