@@ -23,7 +23,8 @@ import se_kernels
 from se_kernels.autograd import SEFunction
 from se_kernels.ops import TABLE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the source tree (csrc/), when the tests run there
+PACKAGE = Path(se_kernels.__file__).resolve().parent  # the installed or in-tree package
 OPTIONS = [("avg", "relu", "sigmoid", 1.0, "identity", False),
            ("avgmax", "silu", "hard_sigmoid", 2.0, "relu", True)]
 
@@ -103,7 +104,7 @@ def _python_syncs(source: str) -> list[str]:
 def test_static_scan_finds_no_syncing_call():
     found = {}
     for name in PYTHON_HOST:
-        hits = _python_syncs((ROOT / "se_kernels" / name).read_text())
+        hits = _python_syncs((PACKAGE / name).read_text())
         if hits:
             found[name] = hits
     if (ROOT / "csrc").is_dir():  # absent when the tests run against an installed wheel
