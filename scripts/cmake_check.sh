@@ -20,9 +20,9 @@ import os
 import torch
 
 torch.ops.load_library("build/cmake/libse_kernels_ops.so")
-wanted = [(op, "CPU") for op in ("forward", "backward", "sim_forward", "sim_backward")]
+wanted = [(op, "CPU") for op in ("forward", "backward", "infer", "sim_forward", "sim_backward", "sim_infer")]
 if os.environ["SE_WITH_CUDA"] == "ON":
-    wanted += [(op, "CUDA") for op in ("forward", "backward")]
+    wanted += [(op, "CUDA") for op in ("forward", "backward", "infer")]
 missing = [f"se_kernels::{op} {key}" for op, key in wanted
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"se_kernels::{op}", key)]
 if missing:
