@@ -107,18 +107,17 @@ class FusedSE(nn.Module):
         self._inference = InferencePath()
 
     def _weight_sources(self) -> list:
-        """Every tensor the kernel's weights derive from (the inference path's key), read
-        from the module dicts: attribute lookup through nn.Module costs ~0.3 us a name."""
+        """Every parameter and buffer of the layers the kernel's weights derive from (FC1,
+        FC2, the bottleneck BatchNorm): the inference path's key. That includes BatchNorm's
+        num_batches_tracked, which matters: its kernel updates the running statistics
+        without bumping their version counter, but bumps num_batches_tracked every time.
+        Read from the module dicts: attribute lookup through nn.Module costs ~0.3 us a name."""
         spec, children = self.se_spec, self._modules
-        layers = (spec.fc1, spec.fc2) if spec.fc2 else (spec.fc1,)
-        sources = [children[name]._parameters[k] for name in layers for k in ("weight", "bias")]
-        if spec.bn is not None:
-            bn = children[spec.bn]
-            # The batch_norm kernel updates the running statistics without bumping their
-            # version counter; num_batches_tracked is bumped on every such update.
-            sources += [bn._parameters["weight"], bn._parameters["bias"],
-                        bn._buffers["running_mean"], bn._buffers["running_var"],
-                        bn._buffers.get("num_batches_tracked")]
+        sources = []
+        for name in (spec.fc1, spec.fc2, spec.bn):
+            if name is not None:
+                layer = children[name]
+                sources += [*layer._parameters.values(), *layer._buffers.values()]
         return sources
 
     def _weights(self, channels: Optional[int] = None):

@@ -50,31 +50,26 @@ inline ForwardOutputs run_forward(const at::Tensor& x, const at::Tensor& w1,
   if (p.N == 0) return forward_outputs(x, p, opts);
 
   const DeviceGuard guard(x.device());
-  // y first: the plan checks its strides; the small outputs follow once the plan is known.
-  ForwardOutputs outputs;
-  if (keep_saved) {
-    outputs = forward_outputs(x, p, opts);
-  } else {
-    std::get<0>(outputs) = at::empty_like(x);
-  }
+  // y first (the plan checks its strides); for inference the small tensors come from the
+  // scratch allocation below, whose size depends on the plan.
+  ForwardOutputs outputs = keep_saved ? forward_outputs(x, p, opts)
+                                      : ForwardOutputs(at::empty_like(x), {}, {}, {}, {});
+  const at::Tensor y = std::get<0>(outputs);
   const bool has_residual = residual.has_value() && residual->defined();
   const at::Tensor& res = has_residual ? *residual : x;
   const HWStrides xs = kernel_strides("x", x), rs = kernel_strides("residual", res),
-                  ys = kernel_strides("y", std::get<0>(outputs));
-  const Plan plan = make_plan(p, xs, opts.pool == Pool::Avg, sm_count(x),
-                              {x, res, std::get<0>(outputs)});
+                  ys = kernel_strides("y", y);
+  const Plan plan = make_plan(p, xs, opts.pool == Pool::Avg, sm_count(x), {x, res, y});
   const at::Tensor w1f = as_float(w1), b1f = as_float(b1), w2f = as_float(w2), b2f = as_float(b2);
   // One scratch allocation: the partial sums, and the small tensors when not returned.
   const bool avgmax = opts.pool == Pool::AvgMax;
   const int64_t saved = keep_saved ? 0 : p.N;
-  std::vector<at::Tensor> scratch = float_buffers(
+  const std::vector<at::Tensor> scratch = float_buffers(
       x, {{p.N, plan.n_splits, p.C}, {p.N, plan.n_parts(), p.R1}, {saved, p.C},
           {avgmax ? saved : 0, p.C}, {saved, p.R1}, {p.has_fc2 ? saved : 0, p.C}});
-  if (!keep_saved) {
-    outputs = std::make_tuple(std::get<0>(outputs), scratch[2], scratch[3], scratch[4], scratch[5]);
-  }
+  if (!keep_saved) outputs = ForwardOutputs(y, scratch[2], scratch[3], scratch[4], scratch[5]);
   const at::Tensor &pooled_part = scratch[0], &fc1_part = scratch[1];
-  auto& [y_out, pooled, pooled_max, fc1_out, fc2_out] = outputs;
+  const auto& [y_out, pooled, pooled_max, fc1_out, fc2_out] = outputs;
   const Grid reduce_grid = plan.grid(p.N, plan.n_splits);
   const Grid stream_grid = plan.grid(p.N, plan.n_tiles);
 
