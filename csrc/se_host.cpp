@@ -92,37 +92,27 @@ void expect(const char* name, const at::Tensor& t, at::IntArrayRef shape, at::Sc
 
 }  // namespace
 
-Problem check_forward(const at::Tensor& x, const at::Tensor& w1,
-                      const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
-                      const std::optional<at::Tensor>& b2,
-                      const std::optional<at::Tensor>& residual) {
+namespace {
+
+// x's rank, sizes and dtype: returns N, C, HW.
+std::tuple<int64_t, int64_t, int64_t> check_x(const at::Tensor& x) {
   TORCH_CHECK_VALUE(x.dim() == 4, "x must be 4-D [N, C, H, W], got shape ", x.sizes());
   const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3);
   TORCH_CHECK_VALUE(C >= 1 && HW >= 1, "x must have C >= 1 and H*W >= 1, got shape ", x.sizes());
   TORCH_CHECK_TYPE(is_kernel_dtype(x.scalar_type()), "x has dtype ", x.scalar_type(),
                    "; the fused kernels take float32, float16 or bfloat16 (float64 runs only on "
                    "backend='reference')");
-  TORCH_CHECK_VALUE(w1.dim() == 2 && w1.size(1) == C, "w1 must have shape [R, C=", C,
-                    "] to match x, got ", w1.sizes());
-  const int64_t R1 = w1.size(0);
-  check_weight("w1", w1, x);
-  const bool has_fc2 = w2.has_value() && w2->defined();
-  if (has_fc2) {
-    TORCH_CHECK_VALUE(w2->dim() == 2 && w2->size(0) == C && w2->size(1) == R1,
-                      "w2 must have shape [C=", C, ", R=", R1, "] to match x and w1, got ",
-                      w2->sizes());
-    check_weight("w2", *w2, x);
-  } else {
-    TORCH_CHECK_VALUE(R1 == C, "with w2=None (single-FC eSE) w1 must be square [C=", C, ", C=", C,
-                      "], got ", w1.sizes());
-    TORCH_CHECK_VALUE(!(b2.has_value() && b2->defined()),
-                      "b2 was given but w2 is None; single-FC eSE has no second bias");
-  }
-  if (b1.has_value() && b1->defined()) {
-    TORCH_CHECK_VALUE(b1->dim() == 1 && b1->size(0) == R1, "b1 must have shape [", R1,
-                      "] (w1's output size), got ", b1->sizes());
-    check_weight("b1", *b1, x);
-  }
+  return {N, C, HW};
+}
+
+void check_w2(const at::Tensor& w2, int64_t C, int64_t R1, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(w2.dim() == 2 && w2.size(0) == C && w2.size(1) == R1, "w2 must have shape [C=",
+                    C, ", R=", R1, "] to match x and w1, got ", w2.sizes());
+  check_weight("w2", w2, x);
+}
+
+void check_b2_residual(const std::optional<at::Tensor>& b2,
+                       const std::optional<at::Tensor>& residual, int64_t C, const at::Tensor& x) {
   if (b2.has_value() && b2->defined()) {
     TORCH_CHECK_VALUE(b2->dim() == 1 && b2->size(0) == C, "b2 must have shape [C=", C, "], got ",
                       b2->sizes());
@@ -136,7 +126,72 @@ Problem check_forward(const at::Tensor& x, const at::Tensor& w1,
     TORCH_CHECK_TYPE(residual->scalar_type() == x.scalar_type(), "residual must have x's dtype ",
                      x.scalar_type(), ", got ", residual->scalar_type());
   }
+}
+
+}  // namespace
+
+Problem check_forward(const at::Tensor& x, const at::Tensor& w1,
+                      const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
+                      const std::optional<at::Tensor>& b2,
+                      const std::optional<at::Tensor>& residual) {
+  const auto [N, C, HW] = check_x(x);
+  TORCH_CHECK_VALUE(w1.dim() == 2 && w1.size(1) == C, "w1 must have shape [R, C=", C,
+                    "] to match x, got ", w1.sizes());
+  const int64_t R1 = w1.size(0);
+  check_weight("w1", w1, x);
+  const bool has_fc2 = w2.has_value() && w2->defined();
+  if (has_fc2) {
+    check_w2(*w2, C, R1, x);
+  } else {
+    TORCH_CHECK_VALUE(R1 == C, "with w2=None (single-FC eSE) w1 must be square [C=", C, ", C=", C,
+                      "], got ", w1.sizes());
+    TORCH_CHECK_VALUE(!(b2.has_value() && b2->defined()),
+                      "b2 was given but w2 is None; single-FC eSE has no second bias");
+  }
+  if (b1.has_value() && b1->defined()) {
+    TORCH_CHECK_VALUE(b1->dim() == 1 && b1->size(0) == R1, "b1 must have shape [", R1,
+                      "] (w1's output size), got ", b1->sizes());
+    check_weight("b1", *b1, x);
+  }
+  check_b2_residual(b2, residual, C, x);
   return Problem{N, C, HW, R1, has_fc2};
+}
+
+Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
+                    const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
+                    const std::optional<at::Tensor>& residual,
+                    std::initializer_list<SmallInput> small) {
+  const auto [N, C, HW] = check_x(x);
+  // No FC weight: the gate's input is per channel (R1 = C), as single-FC eSE.
+  int64_t R1 = C;
+  const bool has_w1 = w1.has_value() && w1->defined(), has_w2 = w2.has_value() && w2->defined();
+  if (has_w1) {
+    TORCH_CHECK_VALUE(w1->dim() == 2 && w1->size(1) == C, "w1 must have shape [R, C=", C,
+                      "] to match x, got ", w1->sizes());
+    check_weight("w1", *w1, x);
+    R1 = w1->size(0);
+  } else if (has_w2) {
+    TORCH_CHECK_VALUE(w2->dim() == 2, "w2 must be 2-D [C, R], got ", w2->sizes());
+    R1 = w2->size(1);
+    check_w2(*w2, C, R1, x);
+  } else {
+    TORCH_CHECK_VALUE(!(b2.has_value() && b2->defined()),
+                      "b2 was given but w2 is None; the gate takes z1 itself");
+  }
+  check_b2_residual(b2, residual, C, x);
+  for (const SmallInput& t : small) {
+    expect(t.name, t.tensor, {N, t.channels ? C : R1}, at::kFloat, x);
+  }
+  return Problem{N, C, HW, R1, has_w1 || has_w2};
+}
+
+void check_grad_and_out(const at::Tensor& grad_y, const std::optional<at::Tensor>& out,
+                        const at::Tensor& x, const Options& opts) {
+  expect("grad_y", grad_y, x.sizes(), x.scalar_type(), x);
+  if (opts.out_relu) {
+    expect("out (the forward output, needed by out_act='relu')",
+           out.has_value() ? *out : at::Tensor(), x.sizes(), x.scalar_type(), x);
+  }
 }
 
 Problem check_backward(const at::Tensor& grad_y, const at::Tensor& x,
@@ -145,11 +200,7 @@ Problem check_backward(const at::Tensor& grad_y, const at::Tensor& x,
                        const at::Tensor& fc1_out, const at::Tensor& fc2_out,
                        const Options& opts) {
   const Problem p = check_forward(x, w1, std::nullopt, w2, std::nullopt, std::nullopt);
-  expect("grad_y", grad_y, x.sizes(), x.scalar_type(), x);
-  if (opts.out_relu) {
-    expect("out (the forward output, needed by out_act='relu')",
-           out.has_value() ? *out : at::Tensor(), x.sizes(), x.scalar_type(), x);
-  }
+  check_grad_and_out(grad_y, out, x, opts);
   expect("fc1_out", fc1_out, {p.N, p.R1}, at::kFloat, x);
   expect("fc2_out", fc2_out, p.has_fc2 ? at::IntArrayRef{p.N, p.C} : at::IntArrayRef{0},
          at::kFloat, x);

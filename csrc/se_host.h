@@ -33,6 +33,31 @@ Problem check_forward(const at::Tensor& x, const at::Tensor& w1,
                       const std::optional<at::Tensor>& b2,
                       const std::optional<at::Tensor>& residual);
 
+// A given per-sample float32 input of the split ops: [N, C] (channels) or [N, R1].
+struct SmallInput {
+  const char* name;
+  const at::Tensor& tensor;
+  bool channels;
+};
+
+// The split ops' checks (see csrc/se_ops.cpp): x, whichever FC weight the op takes (w1
+// [R, C] or w2 [C, R]; with neither, R1 = C and has_fc2 is false), b2, residual, and the
+// given small tensors.
+Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
+                    const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
+                    const std::optional<at::Tensor>& residual,
+                    std::initializer_list<SmallInput> small);
+
+// The split ops' options: average pooling (max is not linear, so never split).
+inline Options split_options(std::string_view act, std::string_view gate, double gain,
+                             std::string_view out_act) {
+  return parse_options("avg", act, gate, gain, out_act);
+}
+
+// grad_y like x, and the forward output like x when the ReLU epilogue needs it.
+void check_grad_and_out(const at::Tensor& grad_y, const std::optional<at::Tensor>& out,
+                        const at::Tensor& x, const Options& opts);
+
 Problem check_backward(const at::Tensor& grad_y, const at::Tensor& x,
                        const std::optional<at::Tensor>& out, const at::Tensor& w1,
                        const std::optional<at::Tensor>& w2, const at::Tensor& pooled_max,

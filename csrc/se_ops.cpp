@@ -20,6 +20,26 @@
   "Tensor fc1_out, Tensor fc2_out, bool has_residual, str pool, str act, str gate, "    \
   "float gain, str out_act) -> (Tensor, Tensor, Tensor, Tensor)"
 
+// The SE op split at the bottleneck, so that something outside the kernels runs between
+// the launches: a training-mode BatchNorm on [N, R] (it couples the samples), or ECA's
+// k-tap convolution across the channels. The same kernels, one launch each, average
+// pooling. split_squeeze: pool, and FC1 without its bias (w1 None: pool only);
+// split_excite: act(z1) -> FC2 -> gate -> scale from a given z1 (w2 None: z1 is the gate's
+// input, [N, C]); split_squeeze_backward: dL/d(gate input), and dL/dh = that @ W2 before
+// act' (w2 None: [N, 0]); split_excite_backward: dx from a given dL/dz1 (w1 None: the
+// given tensor is dL/d(pooled) itself).
+#define SE_SPLIT_OPS(prefix)                                                                \
+  m.def(prefix "split_squeeze(Tensor x, Tensor? w1) -> (Tensor pooled, Tensor fc1)");       \
+  m.def(prefix "split_excite(Tensor x, Tensor pooled, Tensor z1, Tensor? w2, Tensor? b2, "  \
+               "Tensor? residual, str act, str gate, float gain, str out_act) "             \
+               "-> (Tensor y, Tensor logits)");                                             \
+  m.def(prefix "split_squeeze_backward(Tensor grad_y, Tensor x, Tensor? out, Tensor? w2, "  \
+               "Tensor logits, str gate, float gain, str out_act) "                         \
+               "-> (Tensor grad_logits, Tensor grad_h)");                                   \
+  m.def(prefix "split_excite_backward(Tensor grad_y, Tensor x, Tensor? out, Tensor? w1, "   \
+               "Tensor logits, Tensor grad_logits, Tensor grad_z1, bool has_residual, "     \
+               "str gate, float gain, str out_act) -> (Tensor dx, Tensor d_residual)")
+
 TORCH_LIBRARY(se_kernels, m) {
   m.def("forward" SE_FORWARD_SIGNATURE);
   m.def("infer" SE_INFER_SIGNATURE);
@@ -27,4 +47,6 @@ TORCH_LIBRARY(se_kernels, m) {
   m.def("sim_forward" SE_FORWARD_SIGNATURE);
   m.def("sim_infer" SE_INFER_SIGNATURE);
   m.def("sim_backward" SE_BACKWARD_SIGNATURE);
+  SE_SPLIT_OPS("");
+  SE_SPLIT_OPS("sim_");
 }

@@ -20,9 +20,11 @@ import os
 import torch
 
 torch.ops.load_library("build/cmake/libse_kernels_ops.so")
-wanted = [(op, "CPU") for op in ("forward", "backward", "infer", "sim_forward", "sim_backward", "sim_infer")]
+split = ("split_squeeze", "split_excite", "split_squeeze_backward", "split_excite_backward")
+ops = ("forward", "backward", "infer") + split
+wanted = [(prefix + op, "CPU") for op in ops for prefix in ("", "sim_")]
 if os.environ["SE_WITH_CUDA"] == "ON":
-    wanted += [(op, "CUDA") for op in ("forward", "backward", "infer")]
+    wanted += [(op, "CUDA") for op in ops]
 missing = [f"se_kernels::{op} {key}" for op, key in wanted
            if not torch._C._dispatch_has_kernel_for_dispatch_key(f"se_kernels::{op}", key)]
 if missing:

@@ -104,6 +104,7 @@ class Workload:
     dtype: str
     layout: str
     options: "SEOptions"  # benchmarks.models.SEOptions
+    split: str = ""  # "batchnorm" / "eca": the split ops' launches (se_kernels/split_ops.py)
 
 
 def workloads() -> list[Workload]:
@@ -125,7 +126,29 @@ def workloads() -> list[Workload]:
                             out.append(Workload(layer.name, n, layer.C,
                                                 layer.R if o.two_fc else layer.C, layer.H,
                                                 layer.W, dtype, layout, o))
-    return out + activation_workloads()
+    return out + activation_workloads() + split_workloads()
+
+
+def split_workloads() -> list[Workload]:
+    """The split ops' launches (SE with a batch-statistics BatchNorm; ECA), on the first
+    network's layers at batch 8 and 32, every dtype and layout, with and without the
+    residual + ReLU epilogue."""
+    from benchmarks.models import SEOptions
+    from benchmarks.shapes import NETWORKS, se_layers
+
+    out = []
+    for layer in se_layers(NETWORKS[0]):
+        for n in (8, 32):
+            for dtype in DTYPES:
+                for layout in LAYOUTS:
+                    for residual in (False, True):
+                        bn = SEOptions("avg", "relu", "sigmoid", True, False, True, residual)
+                        eca = SEOptions("avg", "identity", "sigmoid", False, False, False, residual)
+                        out.append(Workload(layer.name, n, layer.C, layer.R, layer.H, layer.W,
+                                            dtype, layout, bn, "batchnorm"))
+                        out.append(Workload(layer.name, n, layer.C, layer.C, layer.H, layer.W,
+                                            dtype, layout, eca, "eca"))
+    return out
 
 
 def activation_workloads() -> list[Workload]:
@@ -202,6 +225,9 @@ def triton_variants(w: Workload, sm_count: int) -> list[TritonVariant]:
     triton_launch.launch = record
     try:
         with assume_gpu(sm_count):
+            if w.split:
+                _split_launches(w, x, w1, w2, b2, res, act, out_act)
+                return _variants(recorded, backend, create_function_from_signature)
             y, _pooled, pooled_max, fc1_out, fc2_out = triton_launch.forward(
                 x, w1, b1, w2, b2, res, o.pool, o.act, o.gate, 1.0, out_act)
             triton_launch.backward(act(), x, y if out_act == "relu" else None, w1, w2,
@@ -209,7 +235,27 @@ def triton_variants(w: Workload, sm_count: int) -> list[TritonVariant]:
                                    o.gate, 1.0, out_act)
     finally:
         triton_launch.launch = saved
+    return _variants(recorded, backend, create_function_from_signature)
 
+
+def _split_launches(w: Workload, x, w1, w2, b2, res, act, out_act: str) -> None:
+    """The four split ops of one workload, forward and backward (their launches recorded)."""
+    from se_kernels.triton import launch_split as split
+
+    fc1, fc2 = (w1, w2) if w.split == "batchnorm" else (None, None)
+    pooled, z1 = split.split_squeeze(x, fc1)
+    z1 = z1 if fc1 is not None else pooled
+    y, logits = split.split_excite(x, pooled, z1, fc2, b2 if fc2 is not None else None, res,
+                                   w.options.act, w.options.gate, 1.0, out_act)
+    out = y if out_act == "relu" else None
+    grad_logits, grad_h = split.split_squeeze_backward(act(), x, out, fc2, logits,
+                                                       w.options.gate, 1.0, out_act)
+    split.split_excite_backward(act(), x, out, fc1, logits, grad_logits,
+                                grad_h if fc1 is not None else pooled, res is not None,
+                                w.options.gate, 1.0, out_act)
+
+
+def _variants(recorded: list, backend, create_function_from_signature) -> list[TritonVariant]:
     variants = []
     for kernel, args, kwargs in recorded:
         binder = create_function_from_signature(kernel.signature, kernel.params, backend)

@@ -21,8 +21,11 @@ from torch import nn
 
 from .adapters import SESpec, UnsupportedSE, _qualname, channel_conv_matrix, is_known_se, read_se
 from .backends import BACKENDS, NOT_SCRIPTABLE
+from .eca import efficient_channel_attention
+from .batchnorm_se import squeeze_excite_with_module_batchnorm, uses_batch_statistics
 from .functional import squeeze_excite
 from .inference_path import InferencePath
+from .reference import onnx_exporting
 
 
 def _adopt(new: nn.Module, original: nn.Module) -> None:
@@ -128,12 +131,22 @@ class FusedSE(nn.Module):
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
                 out_act: str = "identity") -> torch.Tensor:
         spec = self.se_spec
-        if spec.bn is not None and getattr(self, spec.bn).training:
-            # Batch statistics cannot be folded: run the original code, unfused.
+        if spec.bn is not None and uses_batch_statistics(getattr(self, spec.bn)):
+            if splittable(spec) and not onnx_exporting():  # fused around the BatchNorm
+                return squeeze_excite_with_module_batchnorm(
+                    x, getattr(self, spec.fc1), getattr(self, spec.bn), getattr(self, spec.fc2),
+                    act=spec.act, gate=spec.gate, residual=residual, out_act=out_act,
+                    backend=self.backend)
+            # Batch statistics, unsplittable: run the original code, unfused.
             y = self.source_class.forward(self, x)
             if residual is not None:
                 y = y + residual
             return F.relu(y) if out_act == "relu" else y
+        if spec.channel_conv is not None:  # ECA / CECA: the k-tap op
+            conv = getattr(self, spec.fc1)
+            return efficient_channel_attention(
+                x, conv.weight, conv.bias, padding=spec.channel_conv, gate=spec.gate,
+                residual=residual, out_act=out_act, backend=self.backend)
         channels = x.shape[1]
         if InferencePath.usable():
             call = self._inference.entry(x, self.backend, self._weight_sources(),
@@ -266,14 +279,17 @@ def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(parent, name, module)
 
 
+def splittable(spec: SESpec) -> bool:
+    """Whether the split ops can run an SE module around its batch-statistics BatchNorm."""
+    return spec.pool == "avg" and spec.fc2 is not None and spec.channel_conv is None
+
+
 def _se_blocker(module: nn.Module, spec: SESpec) -> Optional[str]:
-    if spec.bn is None:
+    if spec.bn is None or splittable(spec):
         return None
-    bn = getattr(module, spec.bn)
-    if bn.running_mean is None or bn.running_var is None:
-        return "its BatchNorm has no running statistics to fold"
-    if bn.training:
-        return "its BatchNorm is in training mode (batch statistics cannot be folded); convert in eval()"
+    if uses_batch_statistics(getattr(module, spec.bn)):
+        return ("its BatchNorm uses batch statistics, which the fused kernels run between their "
+                "launches only with average pooling and two FCs")
     return None
 
 

@@ -8,6 +8,8 @@ strings themselves (``csrc/se_host.cpp``) into the enums of ``csrc/se_options.h`
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import Optional
 
@@ -222,4 +224,48 @@ def check_backward_inputs(
     _expect("fc1_out", fc1_out, (s.N, s.R1), f32, dev)
     _expect("fc2_out", fc2_out, (s.N, s.C) if s.has_fc2 else (0,), f32, dev)
     _expect("pooled_max", pooled_max, (s.N, s.C) if pool == "avgmax" else (0,), f32, dev)
+    return s
+
+
+def check_split_inputs(
+    x: torch.Tensor,
+    *,
+    w1: Optional[torch.Tensor] = None,
+    w2: Optional[torch.Tensor] = None,
+    b2: Optional[torch.Tensor] = None,
+    residual: Optional[torch.Tensor] = None,
+    act: str = "identity",
+    gate: str = "sigmoid",
+    gain: float = 1.0,
+    out_act: str = "identity",
+    grad_y: Optional[torch.Tensor] = None,
+    out: Optional[torch.Tensor] = None,
+    small: Optional[dict] = None,
+) -> SEShapes:
+    """Check the split ops' arguments (csrc/se_host.cpp ``check_split``): x, the one FC
+    weight the op takes (``w1 [R, C]`` or ``w2 [C, R]``; with neither, ``R1 = C`` and
+    ``has_fc2`` is False), b2, residual, the gradient and
+    forward output for the backward ops, and the given per-sample float32 vectors,
+    ``small = {name: (tensor, is_per_channel)}``: ``[N, C]`` or ``[N, R]``."""
+    torch._check_value(x.dim() == 4, lambda: f"x must be 4-D [N, C, H, W], got shape {list(x.shape)}")
+    C = x.shape[1]
+    has_fc = w1 is not None or w2 is not None
+    if w1 is None and w2 is not None:  # check w2 under its own name, then with its transpose
+        torch._check_value(w2.dim() == 2 and w2.shape[0] == C, lambda: (
+            f"w2 must have shape [C={C}, R] to match x, got {list(w2.shape)}"))
+        w1 = w2.t()
+    elif w1 is not None and w2 is None:
+        w2 = w1.t()
+    elif w1 is None:  # no FC weight: the gate's input is per channel (R1 = C), as eSE
+        torch._check_value(b2 is None, lambda: "b2 was given but w2 is None; the gate takes z1 itself")
+        w1 = x.new_empty((), dtype=torch.float32).expand(C, C)
+    s = check_inputs(x, w1, None, w2, b2, residual, "avg", act, gate, gain, out_act, kernel=True)
+    s = dataclasses.replace(s, has_fc2=has_fc)
+    if grad_y is not None:
+        _expect("grad_y", grad_y, tuple(x.shape), x.dtype, x.device)
+        if out_act == "relu":
+            _expect("out (the forward output, needed by out_act='relu')", out, tuple(x.shape),
+                    x.dtype, x.device)
+    for name, (t, per_channel) in (small or {}).items():
+        _expect(name, t, (s.N, s.C if per_channel else s.R1), torch.float32, x.device)
     return s

@@ -136,8 +136,9 @@ def check_whole_model(original: nn.Module, allowed_left: str = "add+relu") -> nn
     """A converted copy of an eval-mode model: no SE left unconverted; eval logits with the
     CPU kernels within the whole-model rule; and, converted in train mode on the reference
     backend, float64 gradients of every parameter equal to the original's (the mapping is
-    exact). Train-mode conversions may leave only modules whose reason contains
-    ``allowed_left``. Returns the eval conversion."""
+    exact), and so are the buffers after that step (BatchNorm statistics). Train-mode
+    conversions may leave only modules whose reason contains ``allowed_left``. Returns
+    the eval conversion."""
     converted = convert(original, "cpu")
     summary = converted.se_kernels_summary
     assert sum(summary.converted.values()) > 0, summary
@@ -150,8 +151,14 @@ def check_whole_model(original: nn.Module, allowed_left: str = "add+relu") -> nn
     converted64 = convert(original64, "reference")
     left = [s for s in converted64.se_kernels_summary.skipped if not s[2].startswith("add+relu")]
     assert all(allowed_left in reason for _, _, reason in left), left
-    torch.testing.assert_close(_train_grads(converted64, x.double()),
-                               _train_grads(original64, x.double()), rtol=1e-9, atol=1e-12)
+    want = _train_grads(original64, x.double())
+    # float64 rounding, amplified by train-mode BatchNorms over 2 samples (ReXNet's, in
+    # its SE too, reach ~1e-10 of the largest gradient): 1e-9 of it is allowed.
+    torch.testing.assert_close(_train_grads(converted64, x.double()), want, rtol=1e-9,
+                               atol=1e-9 * want.abs().max().item())
+    # BatchNorm statistics (incl. those on SE bottlenecks) after the step, by name
+    torch.testing.assert_close(dict(converted64.named_buffers()), dict(original64.named_buffers()),
+                               rtol=1e-9, atol=1e-10)
     return converted
 
 
@@ -232,24 +239,25 @@ def test_compile_converted_model():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
 
 
-def test_batchnorm_in_train_mode_is_skipped_with_reason():
+def test_batchnorm_in_train_mode_converts():
+    """ReXNet's SE bottleneck BatchNorm with batch statistics runs through the split ops."""
     model = se_kernels.convert_model(build("timm:rexnet_100", train=True), backend="reference")
     summary = model.se_kernels_summary
-    assert sum(summary.converted.values()) == 0
-    assert len(summary.skipped) == 13
-    assert all("training mode" in why for _, _, why in summary.skipped)
-    assert "training mode" in str(summary)
+    assert summary.converted == {"SEModule": 13} and not summary.skipped, summary
 
 
-def test_converted_batchnorm_se_falls_back_in_train_mode():
-    """Converted in eval, then trained: the BN uses batch statistics, so the original
-    code runs; gradients still match the unconverted model exactly."""
-    original = build("timm:rexnet_100")
+def test_converted_in_eval_then_trained_uses_batch_statistics():
+    """Converted in eval (BatchNorm folded), then trained: the BatchNorm uses batch
+    statistics through the split ops; outputs and running statistics match the original
+    (float64: a 2-sample train-mode ReXNet amplifies float32 rounding to ~1e-4)."""
+    original = build("timm:rexnet_100").double()
     converted = se_kernels.convert_model(copy.deepcopy(original), backend="reference")
     original.train()
     converted.train()
-    x = inputs("cpu")
-    torch.testing.assert_close(converted(x), original(x), rtol=1e-5, atol=1e-5)
+    x = inputs("cpu", torch.float64)
+    torch.testing.assert_close(converted(x), original(x), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(dict(converted.named_buffers()), dict(original.named_buffers()),
+                               rtol=1e-9, atol=1e-10)
 
 
 def test_unmappable_act_is_left_alone():

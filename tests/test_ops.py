@@ -118,12 +118,17 @@ def _signature(op) -> tuple:
             [str(r.type) for r in schema.returns])
 
 
-@pytest.mark.parametrize("which", ["forward", "backward", "infer"])
+@pytest.mark.parametrize("which", ["forward", "backward", "infer", "split_squeeze", "split_excite",
+                                   "split_squeeze_backward", "split_excite_backward"])
 def test_every_backend_op_has_the_same_schema(which):
-    """The Triton custom ops take their schema from launch.py's type hints, the C++ ops
-    from csrc/se_ops.cpp; autograd_rules unpacks both by position, so names, types,
-    defaults and returns must agree exactly."""
-    schemas = {name: _signature(getattr(ops, which)) for name, ops in TABLE.items()
+    """The Triton custom ops take their schema from the type hints of launch.py and
+    launch_split.py, the C++ ops from csrc/se_ops.cpp; autograd_rules (and the split ops'
+    Functions) unpack both by position, so names, types, defaults and returns must agree."""
+    from se_kernels.split_ops import TABLE as SPLIT_TABLE
+
+    table, field = (SPLIT_TABLE, which.removeprefix("split_")) if which.startswith("split_") \
+        else (TABLE, which)
+    schemas = {name: _signature(getattr(ops, field)) for name, ops in table.items()
                if name != "reference"}  # plain torch functions, not an op
     if len(schemas) < 2:
         pytest.skip(f"only {list(schemas)} registered here")

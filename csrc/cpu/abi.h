@@ -15,7 +15,7 @@
 
 namespace se_kernels::cpu {
 
-constexpr uint32_t kAbiVersion = 1;
+constexpr uint32_t kAbiVersion = 2;
 
 enum class DType : int { Float, Half, BFloat16 };
 
@@ -29,6 +29,11 @@ void with_dtype(DType dtype, F&& f) {
   }
 }
 
+// Which stages a call runs: all three (the fused ops), or one side of the split ops
+// (csrc/se_ops.cpp): Squeeze = reduce + the FC maths up to FC1 (forward) or dL/dh
+// (backward); Excite = the rest of the FC maths from the given vectors + stream.
+enum class Phase : int { All, Squeeze, Excite };
+
 // Every array is row-major: x / residual / y / g / out / dx / d_residual in the kernel's
 // layout (NCHW or channels_last, as `channels_last` says), the rest float32.
 struct ForwardArgs {
@@ -40,7 +45,7 @@ struct ForwardArgs {
   float* pooled_part;  // [N, S, C] scratch
   float* pooled;       // [N, C]
   float* pooled_max;   // [N, C] (avgmax)
-  float* fc1_out;      // [N, R1]
+  float* fc1_out;      // [N, R1] (Phase::Excite: the given z1, read only)
   float* hidden;       // [N, R1] scratch (two-FC)
   float* fc2_out;      // [N, C] (two-FC)
   float* scale;        // [N, C] scratch
@@ -48,6 +53,7 @@ struct ForwardArgs {
   Options options;
   bool channels_last;
   Plan plan;
+  Phase phase;
 };
 
 struct BackwardArgs {
@@ -57,11 +63,11 @@ struct BackwardArgs {
   const void* out;  // the forward output (ReLU epilogue), else null
   void* dx;
   void* d_residual;  // null unless written
-  const float *w1, *w2;  // w2 null for single-FC
+  const float *w1, *w2;  // w2 null for single-FC; w1 null: Phase::Excite of ECA (dp given)
   const float *fc1_out, *gate_in, *pooled_max;
   float* d_part;    // [N, S, C] scratch
   float* ties;      // [N, C] scratch (avgmax)
-  float* grad_fc1;  // [N, R1]
+  float* grad_fc1;  // [N, R1] (Phase::Squeeze: dL/dh; Phase::Excite: the given dL/dz1)
   float* grad_fc2;  // [N, C] (two-FC)
   float* d_pooled;  // [N, C] scratch
   float* scale;     // [N, C] scratch
@@ -71,6 +77,7 @@ struct BackwardArgs {
   Options options;
   bool channels_last;
   Plan plan;
+  Phase phase;
 };
 
 struct KernelTable {

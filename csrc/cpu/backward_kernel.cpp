@@ -5,6 +5,7 @@
 //           (small GEMMs over the samples);
 //   stream: dx = g*gain*s + dp/HW (+ the max share), and the masked residual grad.
 // The weight and bias gradients are small GEMMs over the batch, done by the caller.
+#include <algorithm>
 #include <vector>
 
 #include "../se_math.h"
@@ -100,28 +101,36 @@ struct BackwardKernel {
   }
 
   // For samples [n0, n1): d_logit = gain * ds * gate', then back through the FCs as
-  // small GEMMs: dh = d_logit @ W2, dz1 = dh * act', dp = dz1 @ W1.
+  // small GEMMs: dh = d_logit @ W2, dz1 = dh * act', dp = dz1 @ W1. Phase::Squeeze stops
+  // at dh (left in grad_fc1); Phase::Excite starts from the given dz1 in grad_fc1.
   void sample_range(int64_t n0, int64_t n1) const {
     const int64_t rows = n1 - n0;
     // dL/d(gate input), written straight into the output it ends up in.
     float* d_logit = (p.has_fc2 ? grad_fc2 : grad_fc1) + n0 * p.C;
     for (int64_t n = n0; n < n1; ++n) {
       for (int64_t c = 0; c < p.C; ++c) {
+        const float z = gate_in[n * p.C + c];
+        scale[n * p.C + c] = o.gain * gate_forward(z, o.gate);
+        if (a.phase == Phase::Excite) continue;
         float ds = 0.0f;
         for (int64_t s = 0; s < n_splits; ++s) ds += d_part[(n * n_splits + s) * p.C + c];
-        const float z = gate_in[n * p.C + c];
         d_logit[(n - n0) * p.C + c] = ds * o.gain * gate_grad(z, o.gate);
-        scale[n * p.C + c] = o.gain * gate_forward(z, o.gate);
       }
     }
     float* dz1 = grad_fc1 + n0 * p.R1;
-    if (p.has_fc2) {
+    if (p.has_fc2 && a.phase != Phase::Excite) {
       linear_input_grad(dz1, d_logit, w2, rows, p.R1, p.C);  // dh
+      if (a.phase == Phase::Squeeze) return;
       const float* z1 = fc1_out + n0 * p.R1;
       for (int64_t i = 0; i < rows * p.R1; ++i) dz1[i] *= act_grad(z1[i], o.act);
     }
+    if (a.phase == Phase::Squeeze) return;
     float* dp = d_pooled + n0 * p.C;
-    linear_input_grad(dp, dz1, w1, rows, p.C, p.R1);
+    if (w1 != nullptr) {
+      linear_input_grad(dp, dz1, w1, rows, p.C, p.R1);
+    } else {  // split op without FC1 (ECA): grad_fc1 holds dL/dpooled itself
+      std::copy(dz1, dz1 + rows * p.C, dp);
+    }
     const float inv_hw = 1.0f / static_cast<float>(p.HW);
     for (int64_t i = 0; i < rows * p.C; ++i) {
       const int64_t at = n0 * p.C + i;

@@ -88,18 +88,22 @@ struct ForwardKernel {
   }
 
   // The gate for samples [n0, n1): pooled = sum of the split partials, then the two FCs
-  // (small GEMMs over the rows), act and gate.
+  // (small GEMMs over the rows), act and gate. Phase::Squeeze stops at FC1 (its bias
+  // null); Phase::Excite starts from the given FC1 output.
   void sample_range(int64_t n0, int64_t n1) const {
-    for (int64_t n = n0; n < n1; ++n) {
-      for (int64_t c = 0; c < p.C; ++c) {
-        float total = 0.0f;
-        for (int64_t s = 0; s < n_splits; ++s) total += pooled_part[(n * n_splits + s) * p.C + c];
-        pooled[n * p.C + c] = total;
-      }
-    }
     const int64_t rows = n1 - n0;
     float* z1 = fc1_out + n0 * p.R1;
-    linear(z1, pooled + n0 * p.C, w1, b1, rows, p.C, p.R1);
+    if (a.phase != Phase::Excite) {
+      for (int64_t n = n0; n < n1; ++n) {
+        for (int64_t c = 0; c < p.C; ++c) {
+          float total = 0.0f;
+          for (int64_t s = 0; s < n_splits; ++s) total += pooled_part[(n * n_splits + s) * p.C + c];
+          pooled[n * p.C + c] = total;
+        }
+      }
+      linear(z1, pooled + n0 * p.C, w1, b1, rows, p.C, p.R1);
+      if (a.phase == Phase::Squeeze) return;
+    }
     const float* logits = z1;
     if (p.has_fc2) {
       float* h = hidden + n0 * p.R1;

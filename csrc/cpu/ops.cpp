@@ -6,6 +6,8 @@
 #include <torch/library.h>
 
 #include <array>
+#include <limits>
+#include <tuple>
 
 #include "../se_host.h"
 #include "abi.h"
@@ -91,6 +93,7 @@ ForwardOutputs run_forward(const at::Tensor& x_in, const at::Tensor& w1,
       .options = opts,
       .channels_last = cl,
       .plan = plan,
+      .phase = Phase::All,
   });
   y.finish();
   return outputs;
@@ -164,10 +167,128 @@ BackwardOutputs backward_cpu(const at::Tensor& grad_y, const at::Tensor& x_in,
       .options = opts,
       .channels_last = cl,
       .plan = plan,
+      .phase = Phase::All,
   });
   dx.finish();
   if (write_d_residual) d_res.finish();
   return outputs;
+}
+
+// The split ops (csrc/se_ops.cpp): one side of the same kernels, average pooling, two
+// FCs. Their plan never runs a sample's three stages in one task (per_sample: a side
+// stops or starts at the FC maths), which is the plan for "more threads than samples".
+Plan split_plan(const Problem& p, bool cl, const at::Tensor& x) {
+  return make_plan(p, cl, x.element_size(), true, std::numeric_limits<int64_t>::max());
+}
+
+std::tuple<at::Tensor, at::Tensor> split_squeeze_cpu(const at::Tensor& x_in,
+                                                     const std::optional<at::Tensor>& w1) {
+  Problem p = check_split(x_in, w1, std::nullopt, std::nullopt, std::nullopt, {});
+  const bool has_w1 = w1.has_value() && w1->defined();
+  if (!has_w1) p.R1 = 0;
+  at::Tensor pooled = float_buffer(x_in, {p.N, p.C}), fc1 = float_buffer(x_in, {p.N, p.R1});
+  if (p.N == 0) return {pooled, fc1};
+  const bool cl = choose_channels_last(x_in);
+  const at::Tensor x = in_layout(x_in, cl), w1f = as_float(w1);
+  const Plan plan = split_plan(p, cl, x);
+  ScratchFloats scratch(x, {plan.n_splits * p.N * p.C});
+  kernel_table().forward(ForwardArgs{
+      .dtype = dtype_of(x), .x = x.data_ptr(), .w1 = data_or_null<const float>(w1f),
+      .pooled_part = scratch[0], .pooled = pooled.data_ptr<float>(),
+      .fc1_out = fc1.data_ptr<float>(), .problem = p,
+      .options = split_options("identity", "sigmoid", 1.0, "identity"), .channels_last = cl,
+      .plan = plan, .phase = Phase::Squeeze});
+  return {pooled, fc1};
+}
+
+std::tuple<at::Tensor, at::Tensor> split_excite_cpu(
+    const at::Tensor& x_in, const at::Tensor& pooled, const at::Tensor& z1,
+    const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
+    const std::optional<at::Tensor>& residual, c10::string_view act, c10::string_view gate,
+    double gain, c10::string_view out_act) {
+  const Options opts = split_options(act, gate, gain, out_act);
+  const Problem p = check_split(x_in, std::nullopt, w2, b2, residual,
+                                {{"pooled", pooled, true}, {"z1", z1, false}});
+  const bool cl = choose_channels_last(x_in);
+  const at::Tensor x = in_layout(x_in, cl);
+  const bool has_residual = residual.has_value() && residual->defined();
+  const at::Tensor res = has_residual ? in_layout(*residual, cl) : at::Tensor();
+  const at::Tensor z1f = as_float(z1), w2f = as_float(w2), b2f = as_float(b2);
+  ScratchFloats scratch(x, {p.N * p.C, p.N * p.R1});  // scale, hidden
+  at::Tensor logits = p.has_fc2 ? float_buffer(x_in, {p.N, p.C}) : z1f;
+  OutputInLayout y(at::empty_like(x_in), cl);
+  if (p.N == 0) return {y.target, logits.clone()};
+  kernel_table().forward(ForwardArgs{
+      .dtype = dtype_of(x), .x = x.data_ptr(), .residual = data_or_null(res),
+      .y = y.work.data_ptr(), .w2 = data_or_null<const float>(w2f),
+      .b2 = data_or_null<const float>(b2f), .fc1_out = const_cast<float*>(z1f.data_ptr<float>()),
+      .hidden = scratch[1], .fc2_out = p.has_fc2 ? logits.data_ptr<float>() : nullptr,
+      .scale = scratch[0], .problem = p, .options = opts, .channels_last = cl,
+      .plan = split_plan(p, cl, x), .phase = Phase::Excite});
+  y.finish();
+  // Without FC2 the logits are z1 itself: a fresh tensor all the same (outputs never alias).
+  return {y.target, p.has_fc2 ? logits : logits.clone()};
+}
+
+std::tuple<at::Tensor, at::Tensor> split_squeeze_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& x_in, const std::optional<at::Tensor>& out,
+    const std::optional<at::Tensor>& w2, const at::Tensor& logits, c10::string_view gate,
+    double gain, c10::string_view out_act) {
+  const Options opts = split_options("identity", gate, gain, out_act);
+  const Problem p = check_split(x_in, std::nullopt, w2, std::nullopt, std::nullopt,
+                                {{"logits", logits, true}});
+  check_grad_and_out(grad_y, out, x_in, opts);
+  at::Tensor grad_logits = float_buffer(x_in, {p.N, p.C});
+  at::Tensor grad_h = float_buffer(x_in, {p.N, p.has_fc2 ? p.R1 : 0});
+  if (p.N == 0) return {grad_logits, grad_h};
+  const bool cl = choose_channels_last(x_in);
+  const at::Tensor x = in_layout(x_in, cl), g = in_layout(grad_y, cl);
+  const at::Tensor o = opts.out_relu ? in_layout(*out, cl) : at::Tensor();
+  const at::Tensor w2f = as_float(w2), gate_in = as_float(logits);
+  const Plan plan = split_plan(p, cl, x);
+  ScratchFloats scratch(x, {plan.n_splits * p.N * p.C, p.N * p.C});  // d_part, scale
+  // The kernel writes dL/d(gate input) to grad_fc2 with FC2, else to grad_fc1.
+  float* const d_logit = grad_logits.data_ptr<float>();
+  kernel_table().backward(BackwardArgs{
+      .dtype = dtype_of(x), .g = g.data_ptr(), .x = x.data_ptr(), .out = data_or_null(o),
+      .w2 = data_or_null<const float>(w2f), .gate_in = gate_in.data_ptr<float>(),
+      .d_part = scratch[0], .grad_fc1 = p.has_fc2 ? grad_h.data_ptr<float>() : d_logit,
+      .grad_fc2 = p.has_fc2 ? d_logit : nullptr, .scale = scratch[1], .problem = p,
+      .options = opts, .channels_last = cl, .plan = plan, .phase = Phase::Squeeze});
+  return {grad_logits, grad_h};
+}
+
+std::tuple<at::Tensor, at::Tensor> split_excite_backward_cpu(
+    const at::Tensor& grad_y, const at::Tensor& x_in, const std::optional<at::Tensor>& out,
+    const std::optional<at::Tensor>& w1, const at::Tensor& logits,
+    const at::Tensor& grad_logits, const at::Tensor& grad_z1, bool has_residual,
+    c10::string_view gate, double gain, c10::string_view out_act) {
+  const Options opts = split_options("identity", gate, gain, out_act);
+  const Problem p = check_split(x_in, w1, std::nullopt, std::nullopt, std::nullopt,
+                                {{"logits", logits, true},
+                                 {"grad_logits", grad_logits, true},
+                                 {"grad_z1", grad_z1, false}});
+  check_grad_and_out(grad_y, out, x_in, opts);
+  const bool write_d_residual = has_residual && opts.out_relu;
+  auto outputs = backward_outputs(x_in, p, write_d_residual);
+  auto& [dx_out, d_residual_out, unused_fc1, unused_fc2] = outputs;
+  if (p.N == 0) return {dx_out, d_residual_out};
+  const bool cl = choose_channels_last(x_in);
+  const at::Tensor x = in_layout(x_in, cl), g = in_layout(grad_y, cl);
+  const at::Tensor o = opts.out_relu ? in_layout(*out, cl) : at::Tensor();
+  const at::Tensor w1f = as_float(w1), gate_in = as_float(logits), dz1 = as_float(grad_z1);
+  ScratchFloats scratch(x, {p.N * p.C, p.N * p.C, p.N * p.C});  // scale, d_pooled, d_mean
+  OutputInLayout dx(dx_out, cl), d_res(d_residual_out, cl);
+  kernel_table().backward(BackwardArgs{
+      .dtype = dtype_of(x), .g = g.data_ptr(), .x = x.data_ptr(), .out = data_or_null(o),
+      .dx = dx.work.data_ptr(), .d_residual = write_d_residual ? d_res.work.data_ptr() : nullptr,
+      .w1 = data_or_null<const float>(w1f), .gate_in = gate_in.data_ptr<float>(),
+      .grad_fc1 = const_cast<float*>(dz1.data_ptr<float>()), .d_pooled = scratch[1],
+      .scale = scratch[0], .d_mean = scratch[2], .problem = p, .options = opts,
+      .channels_last = cl, .plan = split_plan(p, cl, x), .phase = Phase::Excite});
+  dx.finish();
+  if (write_d_residual) d_res.finish();
+  return {dx_out, d_residual_out};
 }
 
 }  // namespace
@@ -176,6 +297,10 @@ TORCH_LIBRARY_IMPL(se_kernels, CPU, m) {
   m.impl("forward", &forward_cpu);
   m.impl("infer", &infer_cpu);
   m.impl("backward", &backward_cpu);
+  m.impl("split_squeeze", &split_squeeze_cpu);
+  m.impl("split_excite", &split_excite_cpu);
+  m.impl("split_squeeze_backward", &split_squeeze_backward_cpu);
+  m.impl("split_excite_backward", &split_excite_backward_cpu);
 }
 
 }  // namespace se_kernels::cpu

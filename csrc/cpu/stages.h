@@ -13,9 +13,11 @@ namespace se_kernels::cpu {
 
 // Runs the three stages of a kernel K, which provides
 //   reduce(n, c0, c1, split, hw0, hw1), sample_range(n0, n1) and stream(row0, row1),
-// where stream rows are (n, c) pairs for NCHW and (n, hw) pairs for channels_last.
+// where stream rows are (n, c) pairs for NCHW and (n, hw) pairs for channels_last. A
+// split phase runs its side only (the kernel's sample_range knows which half of the FC
+// maths); its plan is never per_sample.
 template <typename K>
-void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last) {
+void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last, Phase phase) {
   const int64_t rows_per_sample = channels_last ? p.HW : p.C;
   const int64_t row_len = channels_last ? p.C : p.HW;
   if (plan.per_sample) {
@@ -28,7 +30,7 @@ void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last) {
     });
     return;
   }
-  const int64_t tasks = p.N * plan.n_cblocks * plan.n_splits;
+  const int64_t tasks = phase == Phase::Excite ? 0 : p.N * plan.n_cblocks * plan.n_splits;
   at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t split = t % plan.n_splits, cb = (t / plan.n_splits) % plan.n_cblocks;
@@ -45,6 +47,7 @@ void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last) {
   } else {
     k.sample_range(0, p.N);
   }
+  if (phase == Phase::Squeeze) return;
   const int64_t grain = std::max<int64_t>(1, kStreamGrain / row_len);
   at::parallel_for(0, p.N * rows_per_sample, grain,
                    [&](int64_t r0, int64_t r1) { k.stream(r0, r1); });
@@ -55,7 +58,7 @@ template <template <typename> class Kernel, typename Args>
 void run_kernel(const Args& args) {
   with_dtype(args.dtype, [&](auto tag) {
     Kernel<typename decltype(tag)::type> k{.a = args};
-    run_stages(k, args.problem, args.plan, args.channels_last);
+    run_stages(k, args.problem, args.plan, args.channels_last, args.phase);
   });
 }
 

@@ -23,7 +23,8 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_backward_kerne
   gptr<const float> d_logits = p.d_logit_part + t.n * p.geo.n_splits * p.geo.C;
 
   float dp = 0.0f;  // thread cl < nc accumulates dp for channel c0 + cl, rows in order
-  for (int r0 = 0; r0 < p.geo.R1; r0 += kRChunk) {
+  if (p.dp_given && tid < t.nc) dp = p.dh_part[t.n * p.geo.C + t.c0 + tid];
+  for (int r0 = 0; r0 < (p.dp_given ? 0 : p.geo.R1); r0 += kRChunk) {
     const int rn = min(kRChunk, p.geo.R1 - r0);
     for (int r = tid; r < rn; r += kThreads) {
       float dz;

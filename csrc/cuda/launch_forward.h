@@ -35,6 +35,54 @@ inline Geometry geometry(const Problem& p, const Plan& plan, int64_t hw_per_piec
           .channels_last = plan.channels_last};
 }
 
+// The forward kernels' parameters from tensors (shared with the split ops in
+// launch_split.h, which feed the same kernels from other buffers).
+template <typename T>
+SqueezeParams<T> squeeze_params(const at::Tensor& x, const HWStrides& xs, const at::Tensor& w1f,
+                                const at::Tensor& pooled_part, const at::Tensor& pooled_max,
+                                const at::Tensor& fc1_part, const Geometry& geo, bool avgmax) {
+  return {
+      .x = view<const T>(x, xs, "x"),
+      .w1 = global_ptr<const float>(w1f, "w1"),
+      .pooled_part = global_ptr<float>(pooled_part, "pooled_part"),
+      .pooled_max = global_ptr<float>(pooled_max, "pooled_max"),
+      .fc1_part = global_ptr<float>(fc1_part, "fc1_part"),
+      .geo = geo,
+      .avgmax = avgmax,
+  };
+}
+
+// What the excite kernel reads and writes, by role.
+struct ExciteTensors {
+  const at::Tensor &x, &residual, &y;            // residual is x when absent
+  const at::Tensor &fc1_part, &pooled_part;      // [N, n_parts, R1], [N, n_splits, C]
+  const at::Tensor &b1, &w2, &b2;                // float32, undefined when absent
+  const at::Tensor &pooled, &fc1_out, &fc2_out;  // the small tensors it writes
+};
+
+template <typename T>
+ExciteParams<T> excite_params(const ExciteTensors& t, const Geometry& geo, const Options& opts,
+                              bool has_fc2, bool has_residual) {
+  return {
+      .x = view<const T>(t.x, kernel_strides("x", t.x), "x"),
+      .residual = view<const T>(t.residual, kernel_strides("residual", t.residual),
+                                has_residual ? "residual" : "x"),
+      .y = view<T>(t.y, kernel_strides("y", t.y), "y"),
+      .fc1_part = global_ptr<const float>(t.fc1_part, "fc1_part"),
+      .pooled_part = global_ptr<const float>(t.pooled_part, "pooled_part"),
+      .b1 = global_ptr<const float>(t.b1, "b1"),
+      .w2 = global_ptr<const float>(t.w2, "w2"),
+      .b2 = global_ptr<const float>(t.b2, "b2"),
+      .pooled = global_ptr<float>(t.pooled, "pooled"),
+      .fc1_out = global_ptr<float>(t.fc1_out, "fc1_out"),
+      .fc2_out = global_ptr<float>(t.fc2_out, "fc2_out"),
+      .geo = geo,
+      .opts = opts,
+      .has_fc2 = has_fc2,
+      .has_residual = has_residual,
+  };
+}
+
 // The forward, returning what backward needs (keep_saved) or only y, with the small
 // tensors then carved from the one scratch allocation.
 inline ForwardOutputs run_forward(const at::Tensor& x, const at::Tensor& w1,
@@ -57,8 +105,7 @@ inline ForwardOutputs run_forward(const at::Tensor& x, const at::Tensor& w1,
   const at::Tensor y = std::get<0>(outputs);
   const bool has_residual = residual.has_value() && residual->defined();
   const at::Tensor& res = has_residual ? *residual : x;
-  const HWStrides xs = kernel_strides("x", x), rs = kernel_strides("residual", res),
-                  ys = kernel_strides("y", y);
+  const HWStrides xs = kernel_strides("x", x);
   const Plan plan = make_plan(p, xs, opts.pool == Pool::Avg, sm_count(x), {x, res, y});
   const at::Tensor w1f = as_float(w1), b1f = as_float(b1), w2f = as_float(w2), b2f = as_float(b2);
   // One scratch allocation: the partial sums, and the small tensors when not returned.
@@ -73,35 +120,15 @@ inline ForwardOutputs run_forward(const at::Tensor& x, const at::Tensor& w1,
   const Grid reduce_grid = plan.grid(p.N, plan.n_splits);
   const Grid stream_grid = plan.grid(p.N, plan.n_tiles);
 
+  const ExciteTensors et{x, res, y_out, fc1_part, pooled_part, b1f, w2f, b2f, pooled, fc1_out,
+                         fc2_out};
+
   SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::forward", [&] {
     using T = scalar_t;
-    const View<const T> xv = view<const T>(x, xs, "x");
-    const SqueezeParams<T> sp{
-        .x = xv,
-        .w1 = global_ptr<const float>(w1f, "w1"),
-        .pooled_part = global_ptr<float>(pooled_part, "pooled_part"),
-        .pooled_max = global_ptr<float>(pooled_max, "pooled_max"),
-        .fc1_part = global_ptr<float>(fc1_part, "fc1_part"),
-        .geo = geometry(p, plan, plan.hw_per_split),
-        .avgmax = opts.pool == Pool::AvgMax,
-    };
-    const ExciteParams<T> ep{
-        .x = xv,
-        .residual = view<const T>(res, rs, has_residual ? "residual" : "x"),
-        .y = view<T>(y_out, ys, "y"),
-        .fc1_part = global_ptr<const float>(fc1_part, "fc1_part"),
-        .pooled_part = global_ptr<const float>(pooled_part, "pooled_part"),
-        .b1 = global_ptr<const float>(b1f, "b1"),
-        .w2 = global_ptr<const float>(w2f, "w2"),
-        .b2 = global_ptr<const float>(b2f, "b2"),
-        .pooled = global_ptr<float>(pooled, "pooled"),
-        .fc1_out = global_ptr<float>(fc1_out, "fc1_out"),
-        .fc2_out = global_ptr<float>(fc2_out, "fc2_out"),
-        .geo = geometry(p, plan, plan.hw_per_tile),
-        .opts = opts,
-        .has_fc2 = p.has_fc2,
-        .has_residual = has_residual,
-    };
+    const SqueezeParams<T> sp = squeeze_params<T>(x, xs, w1f, pooled_part, pooled_max, fc1_part,
+                                                  geometry(p, plan, plan.hw_per_split), avgmax);
+    const ExciteParams<T> ep = excite_params<T>(et, geometry(p, plan, plan.hw_per_tile), opts,
+                                                p.has_fc2, has_residual);
     const Stream stream = current_stream();
     with_vector_width<T>(plan, [&](auto vec) {
       constexpr int VEC = decltype(vec)::value;

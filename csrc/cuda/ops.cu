@@ -6,6 +6,7 @@
 
 #include "launch_backward.h"
 #include "launch_forward.h"
+#include "launch_split.h"
 
 namespace se_kernels::cuda {
 inline namespace gpu {
@@ -28,6 +29,10 @@ TORCH_LIBRARY_IMPL(se_kernels, CUDA, m) {
   m.impl("forward", &forward);
   m.impl("infer", &infer);
   m.impl("backward", &backward);
+  m.impl("split_squeeze", &split_squeeze);
+  m.impl("split_excite", &split_excite);
+  m.impl("split_squeeze_backward", &split_squeeze_backward);
+  m.impl("split_excite_backward", &split_excite_backward);
 }
 
 }  // namespace se_kernels::cuda

@@ -74,13 +74,14 @@ struct ExciteBackwardParams {
   gptr<const float> gate_in;       // [N, C] saved gate input
   gptr<const float> pooled_max;    // [N, C] (avgmax)
   gptr<const float> max_count;     // [N, C] (avgmax)
-  gptr<const float> dh_part;       // [N, n_parts, R1] (two-FC)
+  gptr<const float> dh_part;       // [N, n_parts, R1] (two-FC); [N, C] dL/dpooled (dp_given)
   gptr<const float> d_logit_part;  // [N, n_splits, C]
   gptr<float> grad_fc1;            // out [N, R1]
   gptr<float> grad_fc2;            // out [N, C] (two-FC)
   Geometry geo;
   Options opts;
   bool has_fc2, write_d_residual;
+  bool dp_given;  // split op without FC1 (ECA): dh_part holds dL/dpooled, no W1 to apply
 };
 
 }  // namespace SE_CUDA_TARGET

@@ -10,6 +10,7 @@
 #define SE_CUDA_SIM 1
 #include "../cuda/launch_backward.h"
 #include "../cuda/launch_forward.h"
+#include "../cuda/launch_split.h"
 
 namespace se_kernels::cuda::sim {
 namespace {
@@ -63,12 +64,27 @@ BackwardOutputs sim_backward(const at::Tensor& grad_y, const at::Tensor& x,
   });
 }
 
+// The split ops under the emulator, reporting like the fused ones.
+template <auto Op>
+struct Reported;
+
+template <typename R, typename... Args, R (*Op)(Args...)>
+struct Reported<Op> {
+  static R call(Args... args) {
+    return reporting([&] { return Op(args...); });
+  }
+};
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(se_kernels, CPU, m) {
   m.impl("sim_forward", &sim_forward);
   m.impl("sim_infer", &sim_infer);
   m.impl("sim_backward", &sim_backward);
+  m.impl("sim_split_squeeze", &Reported<&split_squeeze>::call);
+  m.impl("sim_split_excite", &Reported<&split_excite>::call);
+  m.impl("sim_split_squeeze_backward", &Reported<&split_squeeze_backward>::call);
+  m.impl("sim_split_excite_backward", &Reported<&split_excite_backward>::call);
 }
 
 }  // namespace se_kernels::cuda::sim

@@ -1,7 +1,8 @@
 """Backward launch 2 (K2b): finish dp for a channel block and stream dx.
 
 Adds the FC2 partials (``dh``) in a fixed order, applies act', projects through
-W1 for this block's channels (``dp = W1[:, block]^T dz1``) and writes
+W1 for this block's channels (``dp = W1[:, block]^T dz1``; given as such by the split op
+for ECA, ``DP_GIVEN``) and writes
 ``dx = g*gain*s + dp/HW`` (plus the max-position share for avgmax) over its HW tile.
 Programs with ``tile == 0`` also write dz1 / dz2 for the weight-gradient GEMMs.
 """
@@ -33,7 +34,7 @@ def excite_backward_kernel(
     stride_drn, stride_drc, stride_drhw,
     stride_w1r, stride_w1c,
     HAS_FC2: tl.constexpr, OUT_RELU: tl.constexpr, WRITE_D_RESIDUAL: tl.constexpr,
-    POOL_MAX: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr,
+    POOL_MAX: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, DP_GIVEN: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_tile, BLOCK_C)
@@ -42,19 +43,22 @@ def excite_backward_kernel(
     d_logit_rows = d_logit_part_ptr + n * n_splits * C
 
     dp = tl.zeros([BLOCK_C], dtype=tl.float32)
-    for r0 in range(0, R1, BLOCK_R):
-        r = r0 + tl.arange(0, BLOCK_R)
-        r_mask = r < R1
-        if HAS_FC2:
-            dz1 = sum_parts(dh_part_ptr + n * n_parts * R1, n_parts, R1, r, r_mask)
-            z1 = tl.load(fc1_out_ptr + n * R1 + r, mask=r_mask, other=0.0)
-            dz1 = dz1 * act_grad(z1, ACT)
-        else:  # single-FC: dL/d(FC1 output) is the gate-input grad itself (R1 == C)
-            dz1 = sum_parts(d_logit_rows, n_splits, C, r, r_mask)
-        tl.store(grad_fc1_ptr + n * R1 + r, dz1, mask=r_mask & first_tile & (cblock == 0))
-        w1 = tl.load(w1_ptr + r[:, None] * stride_w1r + c[None, :] * stride_w1c,
-                     mask=r_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
-        dp += tl.sum(w1 * dz1[:, None], axis=0)
+    if DP_GIVEN:  # split op without FC1 (ECA): dh_part holds dL/dpooled [N, C]
+        dp = tl.load(dh_part_ptr + n * C + c, mask=c_mask, other=0.0)
+    else:
+        for r0 in range(0, R1, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            r_mask = r < R1
+            if HAS_FC2:
+                dz1 = sum_parts(dh_part_ptr + n * n_parts * R1, n_parts, R1, r, r_mask)
+                z1 = tl.load(fc1_out_ptr + n * R1 + r, mask=r_mask, other=0.0)
+                dz1 = dz1 * act_grad(z1, ACT)
+            else:  # single-FC: dL/d(FC1 output) is the gate-input grad itself (R1 == C)
+                dz1 = sum_parts(d_logit_rows, n_splits, C, r, r_mask)
+            tl.store(grad_fc1_ptr + n * R1 + r, dz1, mask=r_mask & first_tile & (cblock == 0))
+            w1 = tl.load(w1_ptr + r[:, None] * stride_w1r + c[None, :] * stride_w1c,
+                         mask=r_mask[:, None] & c_mask[None, :], other=0.0).to(tl.float32)
+            dp += tl.sum(w1 * dz1[:, None], axis=0)
 
     if HAS_FC2:
         dz2 = sum_parts(d_logit_rows, n_splits, C, c, c_mask)

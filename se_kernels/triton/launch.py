@@ -40,6 +40,79 @@ def plan_for(x: Tensor, r1: int, pool: str) -> Plan:
                      heur=heuristics_for(x.device))
 
 
+
+# One function per kernel, shared by the fused ops below and the split ops
+# (launch_split.py), which feed the streaming kernels given vectors as a single partial.
+
+def launch_squeeze(x, w1, pooled_part, pooled_max, fc1_part, plan: Plan, s, avgmax: bool) -> None:
+    launch(
+        squeeze_kernel, (s.N, plan.n_cblocks, plan.n_splits),
+        x, w1, pooled_part, pooled_max, fc1_part,
+        s.C, s.HW, s.R1, plan.hw_per_split, 1.0 / s.HW,
+        *kernel_strides("x", x), *w1.stride(),
+        POOL_MAX=avgmax,
+        **plan.reduction_meta,
+    )
+
+
+def launch_excite(x, residual, y, fc1_part, pooled_part, b1, w2, b2, pooled, fc1_out, fc2_out,
+                  plan: Plan, s, n_parts: int, n_splits: int, act: str, gate: str, gain: float,
+                  out_act: str) -> None:
+    res = residual if residual is not None else x
+    w2_or_dummy = w2 if w2 is not None else fc1_part
+    # The kernels index biases as dense vectors (an expanded one has stride 0): no copy
+    # when they already are, as the C++ ops' as_float.
+    b1, b2 = (None if b is None else b.contiguous() for b in (b1, b2))
+    launch(
+        excite_kernel, (s.N, plan.n_cblocks, plan.n_tiles),
+        x, res, y, fc1_part, pooled_part,
+        b1 if b1 is not None else fc1_part, w2_or_dummy, b2 if b2 is not None else fc1_part,
+        pooled, fc1_out, fc2_out,
+        s.C, s.HW, s.R1, n_parts, n_splits, plan.hw_per_tile, float(gain),
+        *kernel_strides("x", x), *kernel_strides("residual", res), *kernel_strides("y", y),
+        *(w2.stride() if w2 is not None else (0, 0)),
+        HAS_FC2=s.has_fc2, HAS_B1=b1 is not None, HAS_B2=b2 is not None,
+        HAS_RESIDUAL=residual is not None, OUT_RELU=out_act == "relu",
+        ACT=ACTS[act], GATE=GATES[gate],
+        **plan.streaming_meta,
+    )
+
+
+def launch_squeeze_backward(grad_y, x, out, w2, gate_in, pooled_max, d_logit_part, max_count,
+                            dh_part, plan: Plan, s, pool: str, gate: str, gain: float,
+                            out_act: str) -> None:
+    w2_or_dummy = w2 if w2 is not None else gate_in
+    launch(
+        squeeze_backward_kernel, (s.N, plan.n_cblocks, plan.n_splits),
+        grad_y, x, out, w2_or_dummy, gate_in, pooled_max, d_logit_part, max_count, dh_part,
+        s.C, s.HW, s.R1, plan.hw_per_split, float(gain),
+        *kernel_strides("grad_y", grad_y), *kernel_strides("x", x), *kernel_strides("out", out),
+        *(w2.stride() if w2 is not None else (0, 0)),
+        HAS_FC2=s.has_fc2, OUT_RELU=out_act == "relu", POOL_MAX=pool == "avgmax",
+        GATE=GATES[gate],
+        **plan.reduction_meta,
+    )
+
+
+def launch_excite_backward(grad_y, x, out, dx, d_residual, w1, fc1_out, gate_in, pooled_max,
+                           max_count, dh_part, d_logit_part, grad_fc1, grad_fc2, plan: Plan, s,
+                           n_parts: int, n_splits: int, write_d_residual: bool, pool: str,
+                           act: str, gate: str, gain: float, out_act: str,
+                           dp_given: bool = False) -> None:
+    launch(
+        excite_backward_kernel, (s.N, plan.n_cblocks, plan.n_tiles),
+        grad_y, x, out, dx, d_residual, w1 if w1 is not None else dh_part, fc1_out, gate_in,
+        pooled_max, max_count, dh_part, d_logit_part, grad_fc1, grad_fc2,
+        s.C, s.HW, s.R1, n_parts, n_splits, plan.hw_per_tile, float(gain), 1.0 / s.HW,
+        *kernel_strides("grad_y", grad_y), *kernel_strides("x", x), *kernel_strides("out", out),
+        *kernel_strides("dx", dx), *kernel_strides("d_residual", d_residual),
+        *(w1.stride() if w1 is not None else (0, 0)),
+        HAS_FC2=s.has_fc2, OUT_RELU=out_act == "relu", WRITE_D_RESIDUAL=write_d_residual,
+        POOL_MAX=pool == "avgmax", ACT=ACTS[act], GATE=GATES[gate], DP_GIVEN=dp_given,
+        **plan.streaming_meta,
+    )
+
+
 def _forward(
     x: Tensor,
     w1: Tensor,
@@ -67,33 +140,12 @@ def _forward(
     else:
         outputs, (pooled_part, fc1_part) = infer_buffers(x, s.R1, s.has_fc2, pool, *partial_shapes)
     y, pooled, pooled_max, fc1_out, fc2_out = outputs
-    res = residual if residual is not None else x
-    w2_or_dummy = w2 if w2 is not None else w1
-    # The kernels index biases as dense vectors (an expanded one has stride 0): no copy
-    # when they already are, as the C++ ops' as_float.
-    b1, b2 = (None if b is None else b.contiguous() for b in (b1, b2))
     with _device_guard(x):
-        launch(
-            squeeze_kernel, (s.N, plan.n_cblocks, plan.n_splits),
-            x, w1, pooled_part, pooled_max if pool == "avgmax" else pooled, fc1_part,
-            s.C, s.HW, s.R1, plan.hw_per_split, 1.0 / s.HW,
-            *kernel_strides("x", x), *w1.stride(),
-            POOL_MAX=pool == "avgmax",
-            **plan.reduction_meta,
-        )
-        launch(
-            excite_kernel, (s.N, plan.n_cblocks, plan.n_tiles),
-            x, res, y, fc1_part, pooled_part,
-            b1 if b1 is not None else w1, w2_or_dummy, b2 if b2 is not None else w1,
-            pooled, fc1_out, fc2_out if s.has_fc2 else fc1_out,
-            s.C, s.HW, s.R1, plan.n_parts, plan.n_splits, plan.hw_per_tile, float(gain),
-            *kernel_strides("x", x), *kernel_strides("residual", res), *kernel_strides("y", y),
-            *w2_or_dummy.stride(),
-            HAS_FC2=s.has_fc2, HAS_B1=b1 is not None, HAS_B2=b2 is not None,
-            HAS_RESIDUAL=residual is not None, OUT_RELU=out_act == "relu",
-            ACT=ACTS[act], GATE=GATES[gate],
-            **plan.streaming_meta,
-        )
+        launch_squeeze(x, w1, pooled_part, pooled_max if pool == "avgmax" else pooled, fc1_part,
+                       plan, s, pool == "avgmax")
+        launch_excite(x, residual, y, fc1_part, pooled_part, b1, w2, b2, pooled, fc1_out,
+                      fc2_out if s.has_fc2 else fc1_out, plan, s, plan.n_parts, plan.n_splits,
+                      act, gate, gain, out_act)
     return outputs
 
 
@@ -146,29 +198,12 @@ def backward(
     gate_in = fc2_out if s.has_fc2 else fc1_out
     o = out if out is not None else x
     d_res = d_residual if write_d_residual else dx
-    w2_or_dummy = w2 if w2 is not None else w1
     pmax = pooled_max if pool == "avgmax" else gate_in
     with _device_guard(x):
-        launch(
-            squeeze_backward_kernel, (s.N, plan.n_cblocks, plan.n_splits),
-            grad_y, x, o, w2_or_dummy, gate_in, pmax, d_logit_part, max_count, dh_part,
-            s.C, s.HW, s.R1, plan.hw_per_split, float(gain),
-            *kernel_strides("grad_y", grad_y), *kernel_strides("x", x), *kernel_strides("out", o),
-            *w2_or_dummy.stride(),
-            HAS_FC2=s.has_fc2, OUT_RELU=out_act == "relu", POOL_MAX=pool == "avgmax",
-            GATE=GATES[gate],
-            **plan.reduction_meta,
-        )
-        launch(
-            excite_backward_kernel, (s.N, plan.n_cblocks, plan.n_tiles),
-            grad_y, x, o, dx, d_res, w1, fc1_out, gate_in, pmax, max_count,
-            dh_part, d_logit_part, grad_fc1, grad_fc2 if s.has_fc2 else grad_fc1,
-            s.C, s.HW, s.R1, plan.n_parts, plan.n_splits, plan.hw_per_tile, float(gain),
-            1.0 / s.HW,
-            *kernel_strides("grad_y", grad_y), *kernel_strides("x", x), *kernel_strides("out", o),
-            *kernel_strides("dx", dx), *kernel_strides("d_residual", d_res), *w1.stride(),
-            HAS_FC2=s.has_fc2, OUT_RELU=out_act == "relu", WRITE_D_RESIDUAL=write_d_residual,
-            POOL_MAX=pool == "avgmax", ACT=ACTS[act], GATE=GATES[gate],
-            **plan.streaming_meta,
-        )
+        launch_squeeze_backward(grad_y, x, o, w2, gate_in, pmax, d_logit_part, max_count, dh_part,
+                                plan, s, pool, gate, gain, out_act)
+        launch_excite_backward(grad_y, x, o, dx, d_res, w1, fc1_out, gate_in, pmax, max_count,
+                               dh_part, d_logit_part, grad_fc1,
+                               grad_fc2 if s.has_fc2 else grad_fc1, plan, s, plan.n_parts,
+                               plan.n_splits, write_d_residual, pool, act, gate, gain, out_act)
     return outputs

@@ -136,7 +136,7 @@ def make_plan(N: int, C: int, HW: int, R1: int, channels_inner: bool, allow_spli
     else:  # NCHW: HW is contiguous
         block_hw = min(np2(HW), heur.max_block_hw)
         block_c = min(np2(C), heur.max_block_c, max(1, heur.max_tile // block_hw))
-    block_r = min(np2(R1), max(1, heur.max_weight_tile // block_c))
+    block_r = min(np2(max(R1, 1)), max(1, heur.max_weight_tile // block_c))
     n_cblocks = triton.cdiv(C, block_c)
     hw_blocks = triton.cdiv(HW, block_hw)
     wanted = triton.cdiv(heur.target_programs, max(1, N * n_cblocks))
