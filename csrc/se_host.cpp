@@ -185,6 +185,24 @@ Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
   return Problem{N, C, HW, R1, has_w1 || has_w2};
 }
 
+void check_taps(const std::optional<at::Tensor>& taps, const std::optional<at::Tensor>& bias,
+                const Problem& p, const at::Tensor& x) {
+  const bool has_taps = taps.has_value() && taps->defined();
+  if (!has_taps) {
+    TORCH_CHECK_VALUE(!(bias.has_value() && bias->defined()), "taps_bias was given without taps");
+    return;
+  }
+  TORCH_CHECK_VALUE(!p.has_fc2, "taps (ECA's convolution) take the place of the FC weights; "
+                    "w1 / w2 must be None");
+  TORCH_CHECK_VALUE(taps->dim() == 1 && taps->size(0) % 2 == 1, "taps must be 1-D of odd size k, got ",
+                    taps->sizes());
+  check_weight("taps", *taps, x);
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK_VALUE(bias->numel() == 1, "taps_bias must have one element, got ", bias->sizes());
+    check_weight("taps_bias", *bias, x);
+  }
+}
+
 void check_grad_and_out(const at::Tensor& grad_y, const std::optional<at::Tensor>& out,
                         const at::Tensor& x, const Options& opts) {
   expect("grad_y", grad_y, x.sizes(), x.scalar_type(), x);

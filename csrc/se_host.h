@@ -48,6 +48,11 @@ Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
                     const std::optional<at::Tensor>& residual,
                     std::initializer_list<SmallInput> small);
 
+// ECA's convolution taps ([k], k odd) and its optional one-element bias, for a split op
+// without FC weights.
+void check_taps(const std::optional<at::Tensor>& taps, const std::optional<at::Tensor>& bias,
+                const Problem& p, const at::Tensor& x);
+
 // The split ops' options: average pooling (max is not linear, so never split).
 inline Options split_options(std::string_view act, std::string_view gate, double gain,
                              std::string_view out_act) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "se_options.h"
 
@@ -112,6 +113,28 @@ SE_HOST_DEVICE float gate_grad(float z, Gate gate) {
     return 1.0f - t * t;
   }
   return (z > -3.0f && z < 3.0f) ? 1.0f / 6.0f : 0.0f;
+}
+
+// ECA's convolution across the channel axis at channel c of a per-channel vector v:
+// sum_j taps[j] * v[c + dir * (j - pad)], pad = (k - 1) / 2, zero or circular padding
+// (CECA); dir = +1 is the Conv1d (forward), -1 its transpose (backward, the gradient
+// for v). Taps in ascending order: a fixed summation order. Ptr: float* or a checked
+// pointer of the emulator.
+template <typename Ptr, typename TapPtr>
+SE_HOST_DEVICE float channel_conv_at(Ptr v, TapPtr taps, int k, bool circular, int64_t C,
+                                     int64_t c, int dir) {
+  const int pad = (k - 1) / 2;
+  float acc = 0.0f;
+  for (int j = 0; j < k; ++j) {
+    int64_t src = c + dir * (j - pad);
+    if (circular) {
+      src = ((src % C) + C) % C;
+    } else if (src < 0 || src >= C) {
+      continue;
+    }
+    acc += taps[j] * v[src];
+  }
+  return acc;
 }
 
 }  // namespace se_kernels

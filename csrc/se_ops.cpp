@@ -25,20 +25,24 @@
 // k-tap convolution across the channels. The same kernels, one launch each, average
 // pooling. split_squeeze: pool, and FC1 without its bias (w1 None: pool only);
 // split_excite: act(z1) -> FC2 -> gate -> scale from a given z1 (w2 None: z1 is the gate's
-// input, [N, C]); split_squeeze_backward: dL/d(gate input), and dL/dh = that @ W2 before
+// input, [N, C]; with taps, ECA: the gate's input is z1 convolved across the channels, k
+// taps, zero or circular padding, plus taps_bias); split_squeeze_backward: dL/d(gate input), and dL/dh = that @ W2 before
 // act' (w2 None: [N, 0]); split_excite_backward: dx from a given dL/dz1 (w1 None: the
-// given tensor is dL/d(pooled) itself).
+// given tensor is dL/d(pooled) itself, or with taps dL/d(gate input), taken back through
+// the convolution in the kernel).
 #define SE_SPLIT_OPS(prefix)                                                                \
   m.def(prefix "split_squeeze(Tensor x, Tensor? w1) -> (Tensor pooled, Tensor fc1)");       \
   m.def(prefix "split_excite(Tensor x, Tensor pooled, Tensor z1, Tensor? w2, Tensor? b2, "  \
-               "Tensor? residual, str act, str gate, float gain, str out_act) "             \
+               "Tensor? residual, str act, str gate, float gain, str out_act, "             \
+               "Tensor? taps=None, Tensor? taps_bias=None, bool circular=False) "           \
                "-> (Tensor y, Tensor logits)");                                             \
   m.def(prefix "split_squeeze_backward(Tensor grad_y, Tensor x, Tensor? out, Tensor? w2, "  \
                "Tensor logits, str gate, float gain, str out_act) "                         \
                "-> (Tensor grad_logits, Tensor grad_h)");                                   \
   m.def(prefix "split_excite_backward(Tensor grad_y, Tensor x, Tensor? out, Tensor? w1, "   \
                "Tensor logits, Tensor grad_logits, Tensor grad_z1, bool has_residual, "     \
-               "str gate, float gain, str out_act) -> (Tensor dx, Tensor d_residual)")
+               "str gate, float gain, str out_act, Tensor? taps=None, bool circular=False) " \
+               "-> (Tensor dx, Tensor d_residual)")
 
 TORCH_LIBRARY(se_kernels, m) {
   m.def("forward" SE_FORWARD_SIGNATURE);

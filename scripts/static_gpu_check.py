@@ -239,20 +239,22 @@ def triton_variants(w: Workload, sm_count: int) -> list[TritonVariant]:
 
 
 def _split_launches(w: Workload, x, w1, w2, b2, res, act, out_act: str) -> None:
-    """The four split ops of one workload, forward and backward (their launches recorded)."""
+    """The four split ops of one workload, forward and backward (their launches recorded):
+    "batchnorm" with both FCs, "eca" with the k-tap convolution (circular, k = 5)."""
     from se_kernels.triton import launch_split as split
 
-    fc1, fc2 = (w1, w2) if w.split == "batchnorm" else (None, None)
+    bn = w.split == "batchnorm"
+    fc1, fc2 = (w1, w2) if bn else (None, None)
+    conv = () if bn else (torch.empty(5, device="meta"), None, True)
     pooled, z1 = split.split_squeeze(x, fc1)
-    z1 = z1 if fc1 is not None else pooled
-    y, logits = split.split_excite(x, pooled, z1, fc2, b2 if fc2 is not None else None, res,
-                                   w.options.act, w.options.gate, 1.0, out_act)
+    y, logits = split.split_excite(x, pooled, z1 if bn else pooled, fc2, b2 if bn else None,
+                                   res, w.options.act, w.options.gate, 1.0, out_act, *conv)
     out = y if out_act == "relu" else None
     grad_logits, grad_h = split.split_squeeze_backward(act(), x, out, fc2, logits,
                                                        w.options.gate, 1.0, out_act)
     split.split_excite_backward(act(), x, out, fc1, logits, grad_logits,
-                                grad_h if fc1 is not None else pooled, res is not None,
-                                w.options.gate, 1.0, out_act)
+                                grad_h if bn else grad_logits, res is not None,
+                                w.options.gate, 1.0, out_act, *conv[:1], *conv[2:])
 
 
 def _variants(recorded: list, backend, create_function_from_signature) -> list[TritonVariant]:

@@ -11,13 +11,14 @@ from .convert import ConversionSummary, convert_model, revert_model
 from .eca import ECAFunction, efficient_channel_attention
 from .functional import squeeze_excite
 from .gates import FoldSummary, GateStats, fold_static_gates, gate_stats
-from .modules import SqueezeExcite
+from .modules import EfficientChannelAttention, SqueezeExcite
 from .reference import squeeze_excite_reference
 
 __all__ = [
     "BackendUnavailableError",
     "ConversionSummary",
     "ECAFunction",
+    "EfficientChannelAttention",
     "FoldSummary",
     "GateStats",
     "SEBatchNormFunction",

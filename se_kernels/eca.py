@@ -2,16 +2,17 @@
 ``CecaModule``): pool, a 1-D convolution of odd size k across the channel axis (zero
 padding for ECA, circular for CECA), gate, scale.
 
-Two launches each way, through the split ops (``split_ops.py``), with the k-tap
-convolution on the pooled ``[N, C]`` vector between them:
+Two launches each way, through the split ops (``split_ops.py``):
 
-    forward:  split_squeeze (pool)  ->  conv over channels  ->  split_excite (gate, scale,
-              residual, ReLU)
-    backward: split_squeeze_backward (dL/d logits)  ->  the convolution's transpose, and
-              its k tap gradients (a reduction over [N, C])  ->  split_excite_backward (dx)
+    forward:  split_squeeze (pool)  ->  split_excite with the taps: each channel block
+              convolves the pooled vector at its channels (its k-neighbourhood, also
+              channels other blocks own, and the wrap-around for CECA), gates and scales
+    backward: split_squeeze_backward (dL/d logits)  ->  split_excite_backward with the
+              taps (the convolution's transpose of dL/d logits, the same way, then dx);
+              the k tap gradients are one small reduction over [N, C] here
 
-Every neighbour a channel needs (also across channel blocks, and the wrap-around for
-CECA) is in the pooled vector by then, and the convolution is O(k C) per sample.
+The pooled vector is complete when the second launch starts, so no block waits on
+another; the convolution is O(k C) per sample.
 """
 
 from __future__ import annotations
@@ -19,51 +20,16 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .autograd_rules import _layout_safe
 from .backends import resolve_backend
 from .options import GATES, OUT_ACTS, mergeable
-from .reference import apply_gate, onnx_exporting
+from .reference import apply_gate, channel_conv, channel_conv_tap_grads, onnx_exporting
 from .split_ops import split_ops
 
 PADDINGS = ("zeros", "circular")
-
-
-def _padded(pooled: Tensor, pad: int, padding: str) -> Tensor:
-    """``[N, C + 2 pad]``: the pooled vector with the convolution's padding."""
-    return F.pad(pooled[:, None], (pad, pad), mode="circular" if padding == "circular" else "constant")[:, 0]
-
-
-def channel_conv(pooled: Tensor, weight: Tensor, bias: Optional[Tensor], padding: str) -> Tensor:
-    """The ECA logits ``[N, C]``: ``pooled`` convolved across its channels with the k taps
-    of ``weight`` (``[1, 1, k]`` or ``[k]``), as timm's Conv1d (and F.pad for CECA)."""
-    taps = weight.reshape(1, 1, -1).to(pooled.dtype)
-    pad = (taps.shape[-1] - 1) // 2
-    out = F.conv1d(_padded(pooled, pad, padding)[:, None], taps,
-                   None if bias is None else bias.to(pooled.dtype))
-    return out[:, 0]
-
-
-def channel_conv_backward(grad: Tensor, pooled: Tensor, weight: Tensor,
-                          padding: str) -> tuple[Tensor, Tensor]:
-    """(dL/dpooled ``[N, C]``, dL/dtaps ``[k]``) of :func:`channel_conv`, in a fixed order
-    (k shifted adds, one reduction): no atomics."""
-    taps = weight.reshape(-1).to(grad.dtype)
-    k, channels = taps.numel(), grad.shape[1]
-    pad = (k - 1) // 2
-    windows = _padded(pooled, pad, padding).unfold(1, k, 1)  # [N, C, k]
-    d_taps = (windows * grad[:, :, None]).sum((0, 1))
-    d_padded = grad.new_zeros((grad.shape[0], channels + 2 * pad))
-    for j in range(k):
-        d_padded[:, j:j + channels] += taps[j] * grad
-    d_pooled = d_padded[:, pad:pad + channels].clone()
-    if padding == "circular" and pad:  # the wrap-around: the padding's grads fold back
-        d_pooled[:, :pad] += d_padded[:, channels + pad:]
-        d_pooled[:, channels - pad:] += d_padded[:, :pad]
-    return d_pooled, d_taps
 
 
 class ECAFunction(torch.autograd.Function):
@@ -77,10 +43,12 @@ class ECAFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, residual, padding: str, gate: str, gain: float,
                 out_act: str, backend: str):
         ops = split_ops(backend)
+        circular = padding == "circular"
+        taps = weight.reshape(-1)
         pooled, _ = ops.squeeze(x, None)
-        logits = channel_conv(pooled, weight, bias, padding)
-        y, _ = ops.excite(x, pooled, logits, None, None, residual, "identity", gate, gain, out_act)
-        ctx.options = (padding, gate, gain, out_act, backend, residual is not None)
+        y, logits = ops.excite(x, pooled, pooled, None, None, residual, "identity", gate, gain,
+                               out_act, taps, None if bias is None else bias.reshape(1), circular)
+        ctx.options = (circular, gate, gain, out_act, backend, residual is not None)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         ctx.save_for_backward(x, y if out_act == "relu" else None, weight, pooled, logits)
         return y
@@ -89,15 +57,16 @@ class ECAFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y):
         x, out, weight, pooled, logits = ctx.saved_tensors
-        padding, gate, gain, out_act, backend, has_residual = ctx.options
+        circular, gate, gain, out_act, backend, has_residual = ctx.options
         needs = ctx.needs_input_grad
         ops = split_ops(backend)
         g = _layout_safe(grad_y, x)
         grad_logits, _ = ops.squeeze_backward(g, x, out, None, logits, gate, gain, out_act)
-        d_pooled, d_taps = channel_conv_backward(grad_logits, pooled, weight, padding)
-        dx, d_residual = ops.excite_backward(g, x, out, None, logits, grad_logits, d_pooled,
-                                             has_residual, gate, gain, out_act)
+        dx, d_residual = ops.excite_backward(g, x, out, None, logits, grad_logits, grad_logits,
+                                             has_residual, gate, gain, out_act,
+                                             weight.reshape(-1), circular)
         weight_t, bias_t = ctx.dtypes
+        d_taps = channel_conv_tap_grads(grad_logits, pooled, weight.numel(), circular)
         return (dx if needs[0] else None,
                 d_taps.reshape(weight.shape).to(weight_t) if needs[1] else None,
                 grad_logits.sum().reshape(1).to(bias_t) if needs[2] else None,
@@ -144,7 +113,8 @@ def efficient_channel_attention(
         raise ValueError(f"bias must have one element, got shape {list(bias.shape)}")
     if onnx_exporting():  # plain torch ops, for which ONNX has standard ops
         pooled = x.mean((2, 3))
-        y = x * (gain * apply_gate(channel_conv(pooled, weight, bias, padding), gate))[:, :, None, None]
+        logits = channel_conv(pooled, weight, bias, padding == "circular")
+        y = x * (gain * apply_gate(logits, gate))[:, :, None, None]
         y = y if residual is None else y + residual
         return torch.relu(y) if out_act == "relu" else y
     return ECAFunction.apply(mergeable(x), weight, bias, mergeable(residual), padding, gate,

@@ -1,7 +1,9 @@
-"""SqueezeExcite: the nn.Module front end, with timm-compatible parameter names."""
+"""SqueezeExcite and EfficientChannelAttention: the nn.Module front ends, with
+timm-compatible parameter names."""
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
@@ -9,6 +11,7 @@ from torch import nn
 
 from .adapters import UnsupportedSE, read_se
 from .backends import NOT_SCRIPTABLE
+from .eca import efficient_channel_attention
 from .functional import squeeze_excite
 from .inference_path import InferencePath
 from .options import check_options
@@ -120,3 +123,59 @@ class SqueezeExcite(nn.Module):
         se.act, se.gate, se.pool, se.gain, se.backend = spec.act, spec.gate, spec.pool, 1.0, backend
         se._inference = InferencePath()
         return se
+
+
+def eca_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
+    """ECA-Net's adaptive kernel size for C channels (timm's EcaModule rule): the odd
+    number nearest above ``|log2(C) + beta| / gamma``, at least 3."""
+    t = int(abs(math.log(channels, 2) + beta) / gamma)
+    return max(t if t % 2 else t + 1, 3)
+
+
+class EfficientChannelAttention(nn.Module):
+    """Fused ECA / CECA block: ``x * gate(conv_k(mean_hw x))``, the Conv1d across channels.
+
+    ``conv`` is timm's ``nn.Conv1d(1, 1, k)``, so the state_dict of a timm ``EcaModule``
+    (``circular=False``) or ``CecaModule`` (``circular=True``) loads directly.
+
+    Args:
+        channels: C, to size k as timm does; or None with ``kernel_size``.
+        kernel_size: k (odd), used when ``channels`` is None.
+        gamma, beta: timm's kernel-size rule (:func:`eca_kernel_size`).
+        circular: circular padding across the channels (CECA) instead of zeros (ECA).
+        bias: a bias on the convolution (timm's CecaModule has one when it has an act).
+        gate: as :func:`se_kernels.squeeze_excite`.
+        backend: kernel backend, ``"auto"`` by default.
+
+    Shape:
+        ``forward(x [N, C, H, W], residual=None, out_act="identity") -> [N, C, H, W]``.
+    """
+
+    def __init__(self, channels: Optional[int] = None, kernel_size: int = 3, gamma: float = 2,
+                 beta: float = 1, circular: bool = False, bias: bool = False,
+                 gate: str = "sigmoid", backend: str = "auto") -> None:
+        super().__init__()
+        check_options("avg", "identity", gate, "identity", 1.0)
+        if channels is not None:
+            kernel_size = eca_kernel_size(channels, gamma, beta)
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        # timm pads inside the Conv1d for ECA and with F.pad for CECA: the same parameters.
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=0 if circular else (kernel_size - 1) // 2,
+                              bias=bias)
+        self.circular = circular
+        self.gate = gate
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
+                out_act: str = "identity") -> torch.Tensor:
+        return efficient_channel_attention(
+            x, self.conv.weight, self.conv.bias, padding="circular" if self.circular else "zeros",
+            gate=self.gate, residual=residual, out_act=out_act, backend=self.backend)
+
+    def __prepare_scriptable__(self):
+        raise RuntimeError(NOT_SCRIPTABLE)
+
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.conv.kernel_size[0]}, circular={self.circular}, "
+                f"gate={self.gate!r}, backend={self.backend!r}")

@@ -241,12 +241,15 @@ def check_split_inputs(
     grad_y: Optional[torch.Tensor] = None,
     out: Optional[torch.Tensor] = None,
     small: Optional[dict] = None,
+    taps: Optional[torch.Tensor] = None,
+    taps_bias: Optional[torch.Tensor] = None,
 ) -> SEShapes:
     """Check the split ops' arguments (csrc/se_host.cpp ``check_split``): x, the one FC
     weight the op takes (``w1 [R, C]`` or ``w2 [C, R]``; with neither, ``R1 = C`` and
     ``has_fc2`` is False), b2, residual, the gradient and
     forward output for the backward ops, and the given per-sample float32 vectors,
-    ``small = {name: (tensor, is_per_channel)}``: ``[N, C]`` or ``[N, R]``."""
+    ``small = {name: (tensor, is_per_channel)}``: ``[N, C]`` or ``[N, R]``; ECA's
+    convolution ``taps`` ``[k]`` (k odd, no FC weights) and its one-element ``taps_bias``."""
     torch._check_value(x.dim() == 4, lambda: f"x must be 4-D [N, C, H, W], got shape {list(x.shape)}")
     C = x.shape[1]
     has_fc = w1 is not None or w2 is not None
@@ -268,4 +271,19 @@ def check_split_inputs(
                     x.dtype, x.device)
     for name, (t, per_channel) in (small or {}).items():
         _expect(name, t, (s.N, s.C if per_channel else s.R1), torch.float32, x.device)
+    torch._check_value(taps is not None or taps_bias is None,
+                       lambda: "taps_bias was given without taps")
+    if taps is not None:
+        torch._check_value(not s.has_fc2, lambda: (
+            "taps (ECA's convolution) take the place of the FC weights; w1 / w2 must be None"))
+        torch._check_value(taps.dim() == 1 and taps.shape[0] % 2 == 1,
+                           lambda: f"taps must be 1-D of odd size k, got {list(taps.shape)}")
+        for name, t in (("taps", taps), ("taps_bias", taps_bias)):
+            if t is not None:
+                torch._check_type(t.dtype in WEIGHT_DTYPES,
+                                  lambda: f"{name} must be a float tensor, got {t.dtype}")
+                torch._check(t.device == x.device, lambda: (
+                    f"{name} is on {t.device} but x is on {x.device}; all tensors must share a device"))
+        torch._check_value(taps_bias is None or taps_bias.numel() == 1, lambda: (
+            f"taps_bias must have one element, got {list(taps_bias.shape)}"))
     return s

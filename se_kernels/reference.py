@@ -155,3 +155,43 @@ def squeeze_excite_reference(
     if out_act == "relu":
         y = F.relu(y)
     return y
+
+
+# --- ECA's convolution across the channel axis (se_kernels.eca), in plain torch ops ------
+
+def _padded(v: torch.Tensor, pad: int, circular: bool) -> torch.Tensor:
+    """``[N, C + 2 pad]``: v with the convolution's zero or circular padding."""
+    return F.pad(v[:, None], (pad, pad), mode="circular" if circular else "constant")[:, 0]
+
+
+def channel_conv(v: torch.Tensor, taps: torch.Tensor, bias: Optional[torch.Tensor],
+                 circular: bool) -> torch.Tensor:
+    """``[N, C]``: v convolved across its channels with the k taps (``[1, 1, k]`` or ``[k]``)
+    as timm's ECA Conv1d (zero padding) or CECA's F.pad + Conv1d (circular)."""
+    w = taps.reshape(1, 1, -1).to(v.dtype)
+    pad = (w.shape[-1] - 1) // 2
+    return F.conv1d(_padded(v, pad, circular)[:, None], w,
+                    None if bias is None else bias.reshape(1).to(v.dtype))[:, 0]
+
+
+def channel_conv_transpose(grad: torch.Tensor, taps: torch.Tensor, circular: bool) -> torch.Tensor:
+    """dL/dv ``[N, C]`` of :func:`channel_conv` from dL/d(its output): k shifted adds in a
+    fixed order, the padding's share folded back for circular (no atomics)."""
+    w = taps.reshape(-1).to(grad.dtype)
+    k, channels = w.numel(), grad.shape[1]
+    pad = (k - 1) // 2
+    d_padded = grad.new_zeros((grad.shape[0], channels + 2 * pad))
+    for j in range(k):
+        d_padded[:, j:j + channels] += w[j] * grad
+    d_v = d_padded[:, pad:pad + channels].clone()
+    if circular and pad:
+        d_v[:, :pad] += d_padded[:, channels + pad:]
+        d_v[:, channels - pad:] += d_padded[:, :pad]
+    return d_v
+
+
+def channel_conv_tap_grads(grad: torch.Tensor, v: torch.Tensor, k: int, circular: bool) -> torch.Tensor:
+    """dL/dtaps ``[k]`` of :func:`channel_conv`: one reduction over the ``[N, C, k]``
+    windows of v."""
+    windows = _padded(v, (k - 1) // 2, circular).unfold(1, k, 1)
+    return (windows * grad[:, :, None]).sum((0, 1))

@@ -7,14 +7,17 @@ launch of the fused op's kernels:
 
 - ``split_squeeze(x, w1) -> (pooled [N, C], fc1 [N, R])``: pool, FC1 without its bias
   (``w1=None``: pool only, fc1 ``[N, 0]``);
-- ``split_excite(x, pooled, z1, w2, b2, residual, act, gate, gain, out_act) -> (y, logits)``:
-  ``logits = W2 act(z1) + b2`` (``w2=None``: z1 is the logits, ``[N, C]``);
+- ``split_excite(x, pooled, z1, w2, b2, residual, act, gate, gain, out_act, taps=None,
+  taps_bias=None, circular=False) -> (y, logits)``: ``logits = W2 act(z1) + b2``
+  (``w2=None``: z1 is the logits, ``[N, C]``; with ``taps``, ECA: z1 convolved across the
+  channels, k taps, zero or circular padding, plus taps_bias);
 - ``split_squeeze_backward(grad_y, x, out, w2, logits, gate, gain, out_act)
   -> (grad_logits [N, C], grad_h [N, R])``, ``grad_h = grad_logits @ W2`` before act'
   (``w2=None``: ``[N, 0]``);
 - ``split_excite_backward(grad_y, x, out, w1, logits, grad_logits, grad_z1, has_residual,
-  gate, gain, out_act) -> (dx, d_residual)``, ``dp = grad_z1 @ W1`` (``w1=None``: grad_z1
-  is dp itself).
+  gate, gain, out_act, taps=None, circular=False) -> (dx, d_residual)``,
+  ``dp = grad_z1 @ W1`` (``w1=None``: grad_z1 is dp itself, or with ``taps`` dL/d logits,
+  which the kernel takes back through the convolution).
 
 The small tensors are float32 (float64 on the reference). No autograd of their own:
 ``batchnorm_se`` (a BatchNorm on the bottleneck) and ``eca`` (ECA's channel convolution)
@@ -32,7 +35,7 @@ from torch import Tensor
 from .backends import PROBE
 from .buffers import backward_outputs
 from .options import check_split_inputs
-from .reference import apply_act, apply_gate
+from .reference import apply_act, apply_gate, channel_conv, channel_conv_transpose
 from .reference_ops import _accumulation_dtype, _derivative
 
 
@@ -55,9 +58,11 @@ def _squeeze_fake(x, w1):
     return x.new_empty((s.N, s.C), dtype=torch.float32), x.new_empty((s.N, s.R1), dtype=torch.float32)
 
 
-def _excite_fake(x, pooled, z1, w2, b2, residual, act, gate, gain, out_act):
+def _excite_fake(x, pooled, z1, w2, b2, residual, act, gate, gain, out_act, taps=None,
+                 taps_bias=None, circular=False):
     s = check_split_inputs(x, w2=w2, b2=b2, residual=residual, act=act, gate=gate, gain=gain,
-                           out_act=out_act, small={"pooled": (pooled, True), "z1": (z1, False)})
+                           out_act=out_act, small={"pooled": (pooled, True), "z1": (z1, False)},
+                           taps=taps, taps_bias=taps_bias)
     return torch.empty_like(x), x.new_empty((s.N, s.C), dtype=torch.float32)
 
 
@@ -69,11 +74,11 @@ def _squeeze_backward_fake(grad_y, x, out, w2, logits, gate, gain, out_act):
 
 
 def _excite_backward_fake(grad_y, x, out, w1, logits, grad_logits, grad_z1, has_residual, gate,
-                          gain, out_act):
+                          gain, out_act, taps=None, circular=False):
     s = check_split_inputs(x, w1=w1, gate=gate, gain=gain, out_act=out_act, grad_y=grad_y,
                            out=out, small={"logits": (logits, True),
                                            "grad_logits": (grad_logits, True),
-                                           "grad_z1": (grad_z1, False)})
+                                           "grad_z1": (grad_z1, False)}, taps=taps)
     return backward_outputs(x, s.R1, s.has_fc2, has_residual and out_act == "relu")[:2]
 
 
@@ -89,8 +94,9 @@ def _squeeze_reference(x, w1):
     return pooled, pooled @ w1.to(pooled.dtype).t()
 
 
-def _excite_reference(x, pooled, z1, w2, b2, residual, act, gate, gain, out_act):
-    logits = z1
+def _excite_reference(x, pooled, z1, w2, b2, residual, act, gate, gain, out_act, taps=None,
+                      taps_bias=None, circular=False):
+    logits = z1 if taps is None else channel_conv(z1, taps, taps_bias, circular)
     if w2 is not None:
         logits = apply_act(z1, act) @ w2.to(z1.dtype).t()
         if b2 is not None:
@@ -111,10 +117,13 @@ def _squeeze_backward_reference(grad_y, x, out, w2, logits, gate, gain, out_act)
 
 
 def _excite_backward_reference(grad_y, x, out, w1, logits, grad_logits, grad_z1, has_residual,
-                               gate, gain, out_act):
+                               gate, gain, out_act, taps=None, circular=False):
     acc = _accumulation_dtype(x)
     g = _masked(grad_y, out, out_act, acc)
-    d_pooled = grad_z1 @ w1.to(acc) if w1 is not None else grad_z1
+    if w1 is not None:
+        d_pooled = grad_z1 @ w1.to(acc)
+    else:
+        d_pooled = grad_z1 if taps is None else channel_conv_transpose(grad_z1, taps, circular)
     dx = g * (gain * apply_gate(logits, gate))[:, :, None, None] + (
         d_pooled[:, :, None, None] / (x.shape[2] * x.shape[3]))
     if has_residual and out_act == "relu":

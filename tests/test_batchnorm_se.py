@@ -103,26 +103,31 @@ def test_gradcheck_float64():
         assert torch.autograd.gradcheck(fn, (x, w1, b1, bn_w, bn_b, w2, b2, res))
 
 
-@pytest.mark.parametrize("with_fc", [True, False], ids=["two-fc", "no-fc"])  # no-fc: ECA's use
+# two-fc: the BatchNorm path's use; no-fc and taps (circular): ECA's.
+@pytest.mark.parametrize("mode", ["two-fc", "no-fc", "taps"])
 @pytest.mark.parametrize("name", ["split_squeeze", "split_excite", "split_squeeze_backward",
                                   "split_excite_backward"])
-def test_split_ops_opcheck(backend, name, with_fc):
+def test_split_ops_opcheck(backend, name, mode):
     if backend not in TABLE:
         pytest.skip(f"{backend} has no split ops here")
     device = backend_device(backend)
+    with_fc = mode == "two-fc"
     x = torch.randn(3, 9, 4, 5, device=device)
     w1 = torch.randn(4, 9, device=device) if with_fc else None
     w2 = torch.randn(9, 4, device=device) if with_fc else None
     z1 = torch.randn(3, 4 if with_fc else 9, device=device)
     pooled, logits = torch.randn(3, 9, device=device), torch.randn(3, 9, device=device)
     grad_logits = torch.randn(3, 9, device=device)
+    taps = (torch.randn(5, device=device), torch.randn(1, device=device), True) if mode == "taps" else ()
     args = {
         "split_squeeze": (x, w1),
-        "split_excite": (x, pooled, z1, w2, None, torch.randn_like(x), "relu", "sigmoid", 1.0, "relu"),
+        "split_excite": (x, pooled, z1, w2, None, torch.randn_like(x), "relu", "sigmoid", 1.0,
+                         "relu", *taps),
         "split_squeeze_backward": (torch.randn_like(x), x, torch.randn_like(x), w2, logits,
                                    "sigmoid", 1.0, "relu"),
         "split_excite_backward": (torch.randn_like(x), x, torch.randn_like(x), w1, logits,
-                                  grad_logits, z1, True, "sigmoid", 1.0, "relu"),
+                                  grad_logits, z1, True, "sigmoid", 1.0, "relu",
+                                  *(taps[:1] + taps[2:])),
     }[name]
     op = getattr(split_ops(backend), name.removeprefix("split_"))
     torch.library.opcheck(op, args)
@@ -143,6 +148,17 @@ def test_split_ops_check_their_inputs(backend):
                    torch.randn(9, 4, device=device), None, None, "relu", "sigmoid", 1.0, "identity")
     with pytest.raises(ValueError, match="w1 must have shape"):
         ops.squeeze(x, torch.randn(4, 8, device=device))
+    v = torch.randn(3, 9, device=device)
+    with pytest.raises(ValueError, match="taps must be 1-D of odd size"):
+        ops.excite(x, v, v, None, None, None, "relu", "sigmoid", 1.0, "identity",
+                   torch.randn(4, device=device))
+    with pytest.raises(ValueError, match="taps_bias must have one element"):
+        ops.excite(x, v, v, None, None, None, "relu", "sigmoid", 1.0, "identity",
+                   torch.randn(3, device=device), torch.randn(2, device=device))
+    with pytest.raises(ValueError, match="take the place of the FC weights"):
+        ops.excite_backward(x, x, None, torch.randn(4, 9, device=device), v, v,
+                            torch.randn(3, 4, device=device), False, "sigmoid", 1.0, "identity",
+                            torch.randn(3, device=device))
 
 
 def _rexnet_se(momentum=0.1, channels=C):

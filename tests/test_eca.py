@@ -15,8 +15,9 @@ from conftest import assert_within_tolerance, backend_device
 import se_kernels
 from se_kernels.adapters import channel_conv_matrix
 from se_kernels.convert import FusedSE
-from se_kernels.eca import ECAFunction, channel_conv, channel_conv_backward
-from se_kernels.reference import apply_gate
+from se_kernels.eca import ECAFunction
+from se_kernels.reference import (apply_gate, channel_conv, channel_conv_tap_grads,
+                                  channel_conv_transpose)
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -82,16 +83,19 @@ def test_ecaresnet_whole_model():
     assert converted.se_kernels_summary.converted["EcaModule"] == 8
 
 
-@pytest.mark.parametrize("padding", ["zeros", "circular"])
+@pytest.mark.parametrize("circular", [False, True], ids=["zeros", "circular"])
 @pytest.mark.parametrize("k", [1, 3, 7])
-def test_channel_conv_backward_is_the_convolutions(padding, k):
+def test_channel_conv_backward_is_the_convolutions(circular, k):
+    """The reference's transpose and tap gradients (what the kernels are checked against
+    and what ECAFunction uses for the taps) against autograd through F.conv1d."""
     pooled = torch.randn(3, 11, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(1, 1, k, dtype=torch.float64, requires_grad=True)
     grad = torch.randn(3, 11, dtype=torch.float64)
-    want = torch.autograd.grad(channel_conv(pooled, weight, None, padding), [pooled, weight], grad)
-    d_pooled, d_taps = channel_conv_backward(grad, pooled.detach(), weight.detach(), padding)
-    torch.testing.assert_close(d_pooled, want[0], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(d_taps.reshape(1, 1, k), want[1], rtol=1e-12, atol=1e-12)
+    want = torch.autograd.grad(channel_conv(pooled, weight, None, circular), [pooled, weight], grad)
+    torch.testing.assert_close(channel_conv_transpose(grad, weight.detach(), circular), want[0],
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(channel_conv_tap_grads(grad, pooled.detach(), k, circular),
+                               want[1].reshape(k), rtol=1e-12, atol=1e-12)
 
 
 def _eca_truth(x, weight, bias, residual, padding, gate, out_act):
@@ -183,3 +187,28 @@ def test_eca_compiles_with_fullgraph():
     (gx,) = torch.autograd.grad(y.sum(), x)
     (want,) = torch.autograd.grad(module(x).sum(), x)
     torch.testing.assert_close(gx, want)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_module_loads_timm_checkpoints(backend, name):
+    """EfficientChannelAttention takes an EcaModule / CecaModule state_dict as it is and
+    gives its output."""
+    original = MODULES[name]().eval()
+    with torch.no_grad():
+        for p in original.parameters():
+            p.uniform_(-1, 1)
+    ours = se_kernels.EfficientChannelAttention(
+        kernel_size=original.conv.kernel_size[0], circular=isinstance(original, eca.CecaModule),
+        bias=original.conv.bias is not None, backend=backend)
+    ours.load_state_dict(original.state_dict())
+    device = backend_device(backend)
+    x = torch.randn(2, 24, 5, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.to(device)(x.to(device)).cpu(), original(x),
+                                   rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels", [16, 64, 256, 2048])
+def test_module_sizes_its_kernel_as_timm(channels):
+    ours = se_kernels.EfficientChannelAttention(channels)
+    assert ours.conv.kernel_size == eca.EcaModule(channels).conv.kernel_size

@@ -15,7 +15,7 @@
 
 namespace se_kernels::cpu {
 
-constexpr uint32_t kAbiVersion = 2;
+constexpr uint32_t kAbiVersion = 3;
 
 enum class DType : int { Float, Half, BFloat16 };
 
@@ -41,19 +41,24 @@ struct ForwardArgs {
   const void* x;
   const void* residual;  // null when absent
   void* y;
-  const float *w1, *b1, *w2, *b2;  // b1 / w2 / b2 null when absent
+  const float *w1, *b1, *w2, *b2;  // b1 / w2 / b2 null when absent; with taps b1 is [1]
   float* pooled_part;  // [N, S, C] scratch
   float* pooled;       // [N, C]
   float* pooled_max;   // [N, C] (avgmax)
   float* fc1_out;      // [N, R1] (Phase::Excite: the given z1, read only)
   float* hidden;       // [N, R1] scratch (two-FC)
-  float* fc2_out;      // [N, C] (two-FC)
+  float* fc2_out;      // [N, C] (two-FC; with taps: the convolution's output)
   float* scale;        // [N, C] scratch
   Problem problem;
   Options options;
   bool channels_last;
   Plan plan;
   Phase phase;
+  // ECA (Phase::Excite without FC weights): the k-tap convolution across the channels of
+  // the given vector; null taps: none.
+  const float* taps;
+  int n_taps;
+  bool circular;
 };
 
 struct BackwardArgs {
@@ -78,6 +83,11 @@ struct BackwardArgs {
   bool channels_last;
   Plan plan;
   Phase phase;
+  // ECA (Phase::Excite without FC weights): the k-tap convolution across the channels of
+  // the given vector; null taps: none.
+  const float* taps;
+  int n_taps;
+  bool circular;
 };
 
 struct KernelTable {

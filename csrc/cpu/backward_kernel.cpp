@@ -128,7 +128,13 @@ struct BackwardKernel {
     float* dp = d_pooled + n0 * p.C;
     if (w1 != nullptr) {
       linear_input_grad(dp, dz1, w1, rows, p.C, p.R1);
-    } else {  // split op without FC1 (ECA): grad_fc1 holds dL/dpooled itself
+    } else if (a.taps != nullptr) {  // ECA: grad_fc1 holds dL/dlogits; the conv's transpose
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t c = 0; c < p.C; ++c) {
+          dp[i * p.C + c] = channel_conv_at(dz1 + i * p.C, a.taps, a.n_taps, a.circular, p.C, c, -1);
+        }
+      }
+    } else {  // split op without FC1: grad_fc1 holds dL/dpooled itself
       std::copy(dz1, dz1 + rows * p.C, dp);
     }
     const float inv_hw = 1.0f / static_cast<float>(p.HW);

@@ -111,6 +111,16 @@ struct ForwardKernel {
       float* z2 = fc2_out + n0 * p.C;
       linear(z2, h, w2, b2, rows, p.R1, p.C);
       logits = z2;
+    } else if (a.taps != nullptr) {  // ECA: the given vector convolved across the channels
+      float* conv = fc2_out + n0 * p.C;
+      const float bias = b1 != nullptr ? b1[0] : 0.0f;
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t c = 0; c < p.C; ++c) {
+          conv[i * p.C + c] =
+              channel_conv_at(z1 + i * p.C, a.taps, a.n_taps, a.circular, p.C, c, 1) + bias;
+        }
+      }
+      logits = conv;
     }
     float* s_rows = scale + n0 * p.C;
     for (int64_t i = 0; i < rows * p.C; ++i) s_rows[i] = o.gain * gate_forward(logits[i], o.gate);

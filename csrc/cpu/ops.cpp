@@ -205,29 +205,36 @@ std::tuple<at::Tensor, at::Tensor> split_excite_cpu(
     const at::Tensor& x_in, const at::Tensor& pooled, const at::Tensor& z1,
     const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
     const std::optional<at::Tensor>& residual, c10::string_view act, c10::string_view gate,
-    double gain, c10::string_view out_act) {
+    double gain, c10::string_view out_act, const std::optional<at::Tensor>& taps,
+    const std::optional<at::Tensor>& taps_bias, bool circular) {
   const Options opts = split_options(act, gate, gain, out_act);
   const Problem p = check_split(x_in, std::nullopt, w2, b2, residual,
                                 {{"pooled", pooled, true}, {"z1", z1, false}});
+  check_taps(taps, taps_bias, p, x_in);
   const bool cl = choose_channels_last(x_in);
   const at::Tensor x = in_layout(x_in, cl);
   const bool has_residual = residual.has_value() && residual->defined();
   const at::Tensor res = has_residual ? in_layout(*residual, cl) : at::Tensor();
-  const at::Tensor z1f = as_float(z1), w2f = as_float(w2), b2f = as_float(b2);
+  const at::Tensor z1f = as_float(z1), w2f = as_float(w2), b2f = as_float(b2),
+                   taps_f = as_float(taps), bias_f = as_float(taps_bias);
   ScratchFloats scratch(x, {p.N * p.C, p.N * p.R1});  // scale, hidden
-  at::Tensor logits = p.has_fc2 ? float_buffer(x_in, {p.N, p.C}) : z1f;
+  // The kernel writes the logits with FC2 or taps; without either they are z1 itself (a
+  // fresh tensor all the same: outputs never alias inputs).
+  const bool writes_logits = p.has_fc2 || taps_f.defined();
+  at::Tensor logits = writes_logits ? float_buffer(x_in, {p.N, p.C}) : z1f.clone();
   OutputInLayout y(at::empty_like(x_in), cl);
-  if (p.N == 0) return {y.target, logits.clone()};
+  if (p.N == 0) return {y.target, logits};
   kernel_table().forward(ForwardArgs{
       .dtype = dtype_of(x), .x = x.data_ptr(), .residual = data_or_null(res),
-      .y = y.work.data_ptr(), .w2 = data_or_null<const float>(w2f),
-      .b2 = data_or_null<const float>(b2f), .fc1_out = const_cast<float*>(z1f.data_ptr<float>()),
-      .hidden = scratch[1], .fc2_out = p.has_fc2 ? logits.data_ptr<float>() : nullptr,
-      .scale = scratch[0], .problem = p, .options = opts, .channels_last = cl,
-      .plan = split_plan(p, cl, x), .phase = Phase::Excite});
+      .y = y.work.data_ptr(), .b1 = data_or_null<const float>(bias_f),
+      .w2 = data_or_null<const float>(w2f), .b2 = data_or_null<const float>(b2f),
+      .fc1_out = const_cast<float*>(z1f.data_ptr<float>()), .hidden = scratch[1],
+      .fc2_out = writes_logits ? logits.data_ptr<float>() : nullptr, .scale = scratch[0],
+      .problem = p, .options = opts, .channels_last = cl, .plan = split_plan(p, cl, x),
+      .phase = Phase::Excite, .taps = data_or_null<const float>(taps_f),
+      .n_taps = taps_f.defined() ? static_cast<int>(taps_f.numel()) : 0, .circular = circular});
   y.finish();
-  // Without FC2 the logits are z1 itself: a fresh tensor all the same (outputs never alias).
-  return {y.target, p.has_fc2 ? logits : logits.clone()};
+  return {y.target, logits};
 }
 
 std::tuple<at::Tensor, at::Tensor> split_squeeze_backward_cpu(
@@ -262,12 +269,14 @@ std::tuple<at::Tensor, at::Tensor> split_excite_backward_cpu(
     const at::Tensor& grad_y, const at::Tensor& x_in, const std::optional<at::Tensor>& out,
     const std::optional<at::Tensor>& w1, const at::Tensor& logits,
     const at::Tensor& grad_logits, const at::Tensor& grad_z1, bool has_residual,
-    c10::string_view gate, double gain, c10::string_view out_act) {
+    c10::string_view gate, double gain, c10::string_view out_act,
+    const std::optional<at::Tensor>& taps, bool circular) {
   const Options opts = split_options("identity", gate, gain, out_act);
   const Problem p = check_split(x_in, w1, std::nullopt, std::nullopt, std::nullopt,
                                 {{"logits", logits, true},
                                  {"grad_logits", grad_logits, true},
                                  {"grad_z1", grad_z1, false}});
+  check_taps(taps, std::nullopt, p, x_in);
   check_grad_and_out(grad_y, out, x_in, opts);
   const bool write_d_residual = has_residual && opts.out_relu;
   auto outputs = backward_outputs(x_in, p, write_d_residual);
@@ -276,7 +285,8 @@ std::tuple<at::Tensor, at::Tensor> split_excite_backward_cpu(
   const bool cl = choose_channels_last(x_in);
   const at::Tensor x = in_layout(x_in, cl), g = in_layout(grad_y, cl);
   const at::Tensor o = opts.out_relu ? in_layout(*out, cl) : at::Tensor();
-  const at::Tensor w1f = as_float(w1), gate_in = as_float(logits), dz1 = as_float(grad_z1);
+  const at::Tensor w1f = as_float(w1), gate_in = as_float(logits), dz1 = as_float(grad_z1),
+                   taps_f = as_float(taps);
   ScratchFloats scratch(x, {p.N * p.C, p.N * p.C, p.N * p.C});  // scale, d_pooled, d_mean
   OutputInLayout dx(dx_out, cl), d_res(d_residual_out, cl);
   kernel_table().backward(BackwardArgs{
@@ -285,7 +295,9 @@ std::tuple<at::Tensor, at::Tensor> split_excite_backward_cpu(
       .w1 = data_or_null<const float>(w1f), .gate_in = gate_in.data_ptr<float>(),
       .grad_fc1 = const_cast<float*>(dz1.data_ptr<float>()), .d_pooled = scratch[1],
       .scale = scratch[0], .d_mean = scratch[2], .problem = p, .options = opts,
-      .channels_last = cl, .plan = split_plan(p, cl, x), .phase = Phase::Excite});
+      .channels_last = cl, .plan = split_plan(p, cl, x), .phase = Phase::Excite,
+      .taps = data_or_null<const float>(taps_f),
+      .n_taps = taps_f.defined() ? static_cast<int>(taps_f.numel()) : 0, .circular = circular});
   dx.finish();
   if (write_d_residual) d_res.finish();
   return {dx_out, d_residual_out};

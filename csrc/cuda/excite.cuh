@@ -40,10 +40,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_kernel(const E
       __syncthreads();
     }
   } else {  // single-FC eSE: only this block's columns of FC1 are needed
+    const bool conv = p.conv.taps != nullptr;  // ECA: the given vector's k-neighbourhood
     for (int cl = threadIdx.x; cl < t.nc; cl += kThreads) {
       const int64_t c = t.c0 + cl;
-      float z = sum_rows(parts, p.geo.n_parts, p.geo.R1, c);
-      if (p.b1 != nullptr) z += p.b1[c];
+      float z = conv ? channel_conv_at(parts, p.conv.taps, p.conv.k, p.conv.circular, p.geo.C, c, 1)
+                     : sum_rows(parts, p.geo.n_parts, p.geo.R1, c);
+      if (p.b1 != nullptr) z += p.b1[conv ? 0 : c];
       if (first_tile) p.fc1_out[t.n * p.geo.R1 + c] = z;
       logit_s[cl] = z;
     }

@@ -23,7 +23,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_backward_kerne
   gptr<const float> d_logits = p.d_logit_part + t.n * p.geo.n_splits * p.geo.C;
 
   float dp = 0.0f;  // thread cl < nc accumulates dp for channel c0 + cl, rows in order
-  if (p.dp_given && tid < t.nc) dp = p.dh_part[t.n * p.geo.C + t.c0 + tid];
+  if (p.dp_given && tid < t.nc) {  // ECA: the transpose of the convolution, from neighbours
+    gptr<const float> row = p.dh_part + t.n * p.geo.C;
+    dp = p.conv.taps != nullptr ? channel_conv_at(row, p.conv.taps, p.conv.k, p.conv.circular,
+                                                  p.geo.C, t.c0 + tid, -1)
+                                : row[t.c0 + tid];
+  }
   for (int r0 = 0; r0 < (p.dp_given ? 0 : p.geo.R1); r0 += kRChunk) {
     const int rn = min(kRChunk, p.geo.R1 - r0);
     for (int r = tid; r < rn; r += kThreads) {

@@ -46,7 +46,8 @@ struct ExciteBackwardTensors {
 template <typename T>
 ExciteBackwardParams<T> excite_backward_params(const ExciteBackwardTensors& t, const Geometry& geo,
                                                const Options& opts, bool has_fc2,
-                                               bool write_d_residual, bool dp_given = false) {
+                                               bool write_d_residual, bool dp_given = false,
+                                               ChannelConv conv = {}) {
   return {
       .g = view<const T>(t.g, kernel_strides("grad_y", t.g), "grad_y"),
       .x = view<const T>(t.x, kernel_strides("x", t.x), "x"),
@@ -68,6 +69,7 @@ ExciteBackwardParams<T> excite_backward_params(const ExciteBackwardTensors& t, c
       .has_fc2 = has_fc2,
       .write_d_residual = write_d_residual,
       .dp_given = dp_given,
+      .conv = conv,
   };
 }
 

@@ -60,9 +60,15 @@ struct ExciteTensors {
   const at::Tensor &pooled, &fc1_out, &fc2_out;  // the small tensors it writes
 };
 
+// ECA's convolution for the streaming kernels: none when taps is undefined.
+inline ChannelConv channel_conv(const at::Tensor& taps, bool circular) {
+  return {global_ptr<const float>(taps, "taps"), taps.defined() ? static_cast<int>(taps.numel()) : 0,
+          circular};
+}
+
 template <typename T>
 ExciteParams<T> excite_params(const ExciteTensors& t, const Geometry& geo, const Options& opts,
-                              bool has_fc2, bool has_residual) {
+                              bool has_fc2, bool has_residual, ChannelConv conv = {}) {
   return {
       .x = view<const T>(t.x, kernel_strides("x", t.x), "x"),
       .residual = view<const T>(t.residual, kernel_strides("residual", t.residual),
@@ -80,6 +86,7 @@ ExciteParams<T> excite_params(const ExciteTensors& t, const Geometry& geo, const
       .opts = opts,
       .has_fc2 = has_fc2,
       .has_residual = has_residual,
+      .conv = conv,
   };
 }
 

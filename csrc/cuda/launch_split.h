@@ -50,15 +50,19 @@ inline std::tuple<at::Tensor, at::Tensor> split_squeeze(const at::Tensor& x,
 }
 
 // (y, logits): y = out_act(x * gain * gate(logits) + residual), logits = W2 act(z1) + b2
-// from a given z1 (without w2: logits = z1).
+// from a given z1 (without w2: logits = z1, or with taps ECA's convolution of z1 across
+// the channels plus taps_bias).
 inline std::tuple<at::Tensor, at::Tensor> split_excite(
     const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& z1,
     const std::optional<at::Tensor>& w2,
     const std::optional<at::Tensor>& b2, const std::optional<at::Tensor>& residual,
-    c10::string_view act, c10::string_view gate, double gain, c10::string_view out_act) {
+    c10::string_view act, c10::string_view gate, double gain, c10::string_view out_act,
+    const std::optional<at::Tensor>& taps, const std::optional<at::Tensor>& taps_bias,
+    bool circular) {
   const Options opts = split_options(act, gate, gain, out_act);
   const Problem p = check_split(x, std::nullopt, w2, b2, residual,
                                 {{"pooled", pooled, true}, {"z1", z1, false}});
+  check_taps(taps, taps_bias, p, x);
   at::Tensor y = at::empty_like(x), logits = float_buffer(x, {p.N, p.C});
   if (p.N == 0) return {y, logits};
   const DeviceGuard guard(x.device());
@@ -66,19 +70,20 @@ inline std::tuple<at::Tensor, at::Tensor> split_excite(
   const at::Tensor& res = has_residual ? *residual : x;
   const Plan plan = make_plan(p, kernel_strides("x", x), true, sm_count(x), {x, res, y});
   const at::Tensor pooled_f = as_float(pooled), z1_f = as_float(z1), w2f = as_float(w2),
-                   b2f = as_float(b2), none;
+                   b2f = as_float(b2), taps_f = as_float(taps), bias_f = as_float(taps_bias);
   // The copies of pooled and z1 it writes for backward are not needed: scratch (without
   // FC2 its "FC1 output" is the logits).
   const std::vector<at::Tensor> scratch =
       float_buffers(x, {{p.N, p.C}, {p.has_fc2 ? p.N : 0, p.R1}, {0}});
-  const ExciteTensors et{x,          res,  y,          z1_f,
-                         pooled_f,   none, w2f,        b2f,
+  const ExciteTensors et{x,          res,    y,          z1_f,
+                         pooled_f,   bias_f, w2f,        b2f,
                          scratch[0], p.has_fc2 ? scratch[1] : logits,
                          p.has_fc2 ? logits : scratch[2]};
   SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::split_excite", [&] {
     using T = scalar_t;
     const ExciteParams<T> ep =
-        excite_params<T>(et, single_part_geometry(p, plan), opts, p.has_fc2, has_residual);
+        excite_params<T>(et, single_part_geometry(p, plan), opts, p.has_fc2, has_residual,
+                         channel_conv(taps_f, circular));
     with_vector_width<T>(plan, [&](auto vec) {
       launch_kernel(excite_kernel<T, decltype(vec)::value>, "excite_kernel",
                     plan.grid(p.N, plan.n_tiles), kThreads, current_stream(), ep);
@@ -120,19 +125,21 @@ inline std::tuple<at::Tensor, at::Tensor> split_squeeze_backward(
 }
 
 // (dx, d_residual): dx = g * gain * gate(logits) + (grad_z1 @ W1) / HW (without w1:
-// grad_z1 / HW), g masked by the ReLU epilogue; d_residual is the masked g (written only
+// grad_z1 / HW, or with taps the convolution's transpose of grad_z1 / HW), g masked by
+// the ReLU epilogue; d_residual is the masked g (written only
 // with a residual and ReLU).
 inline std::tuple<at::Tensor, at::Tensor> split_excite_backward(
     const at::Tensor& grad_y, const at::Tensor& x, const std::optional<at::Tensor>& out,
     const std::optional<at::Tensor>& w1, const at::Tensor& logits, const at::Tensor& grad_logits,
     const at::Tensor& grad_z1, bool has_residual, c10::string_view gate, double gain,
-    c10::string_view out_act) {
+    c10::string_view out_act, const std::optional<at::Tensor>& taps, bool circular) {
   // act 'identity': grad_z1 is already dL/dz1, the kernel's act' is 1.
   const Options opts = split_options("identity", gate, gain, out_act);
   const Problem p = check_split(x, w1, std::nullopt, std::nullopt, std::nullopt,
                                 {{"logits", logits, true},
                                  {"grad_logits", grad_logits, true},
                                  {"grad_z1", grad_z1, false}});
+  check_taps(taps, std::nullopt, p, x);
   check_grad_and_out(grad_y, out, x, opts);
   const bool write_d_residual = has_residual && opts.out_relu;
   // grad_fc1 / grad_fc2 of the fused op's outputs are rewritten copies here: scratch.
@@ -145,13 +152,14 @@ inline std::tuple<at::Tensor, at::Tensor> split_excite_backward(
       make_plan(p, kernel_strides("x", x), true, sm_count(x), {x, grad_y, o, dx, dr});
   const at::Tensor w1f = as_float(w1), gate_in = as_float(logits),
                    d_logit = as_float(grad_logits), dz1 = as_float(grad_z1),
-                   none = float_buffer(x, {0});
+                   taps_f = as_float(taps), none = float_buffer(x, {0});
   const ExciteBackwardTensors et{grad_y, x,    o,    dx,  dr,      w1f,           dz1,
                                  gate_in, none, none, dz1, d_logit, grad_fc1_copy, grad_fc2_copy};
   SE_DISPATCH_FLOAT_TYPES(x.scalar_type(), "se_kernels::split_excite_backward", [&] {
     using T = scalar_t;
     const ExciteBackwardParams<T> ep = excite_backward_params<T>(
-        et, single_part_geometry(p, plan), opts, p.has_fc2, write_d_residual, !p.has_fc2);
+        et, single_part_geometry(p, plan), opts, p.has_fc2, write_d_residual, !p.has_fc2,
+        channel_conv(taps_f, circular));
     with_vector_width<T>(plan, [&](auto vec) {
       launch_kernel(excite_backward_kernel<T, decltype(vec)::value>, "excite_backward_kernel",
                     plan.grid(p.N, plan.n_tiles), kThreads, current_stream(), ep);

@@ -23,6 +23,14 @@ __device__ __forceinline__ Tile make_tile(const Geometry& g) {
   return make_tile(g.block_c, g.C, g.hw_per_piece, g.HW);
 }
 
+// ECA's k-tap convolution across the channels (split ops without FC weights); taps null:
+// none.
+struct ChannelConv {
+  gptr<const float> taps;  // [k]
+  int k;
+  bool circular;
+};
+
 template <typename T>
 struct SqueezeParams {
   View<const T> x;
@@ -40,7 +48,7 @@ struct ExciteParams {
   View<T> y;
   gptr<const float> fc1_part;     // [N, n_parts, R1]
   gptr<const float> pooled_part;  // [N, n_splits, C]
-  gptr<const float> b1;           // [R1] or null
+  gptr<const float> b1;           // [R1] or null; with conv.taps the convolution's one bias
   gptr<const float> w2;           // [C, R1] fp32 contiguous (two-FC)
   gptr<const float> b2;           // [C] or null
   gptr<float> pooled;             // out [N, C]
@@ -49,6 +57,7 @@ struct ExciteParams {
   Geometry geo;
   Options opts;
   bool has_fc2, has_residual;
+  ChannelConv conv;  // single-FC split op (ECA): logits = conv(the given vector)
 };
 
 template <typename T>
@@ -81,7 +90,8 @@ struct ExciteBackwardParams {
   Geometry geo;
   Options opts;
   bool has_fc2, write_d_residual;
-  bool dp_given;  // split op without FC1 (ECA): dh_part holds dL/dpooled, no W1 to apply
+  bool dp_given;     // split op without FC1 (ECA): dh_part holds dL/dpooled, no W1 to apply
+  ChannelConv conv;  // with dp_given: dh_part holds dL/dlogits, dp is conv's transpose of it
 };
 
 }  // namespace SE_CUDA_TARGET

@@ -9,7 +9,7 @@ small tensors saved for backward.
 import triton
 import triton.language as tl
 
-from .math import act_fwd, gate_fwd, relu, sum_parts
+from .math import act_fwd, channel_conv, gate_fwd, relu, sum_parts
 from .tiles import STREAMING_SHAPE_ARGS, program_tile
 
 
@@ -19,17 +19,18 @@ def excite_kernel(
     fc1_part_ptr,  # [N, n_parts, R1] fp32 from the squeeze kernel
     pooled_part_ptr,  # [N, n_splits, C] fp32
     b1_ptr, w2_ptr, b2_ptr,
+    taps_ptr,  # [k] fp32: ECA's convolution (HAS_TAPS)
     pooled_ptr,  # out [N, C] fp32
     fc1_out_ptr,  # out [N, R1] fp32: FC1 pre-activation (the gate input when single-FC)
     fc2_out_ptr,  # out [N, C] fp32: FC2 output, the gate input (two-FC only)
-    C, HW, R1, n_parts, n_splits, hw_per_tile, gain,
+    C, HW, R1, n_parts, n_splits, hw_per_tile, gain, n_taps,
     stride_xn, stride_xc, stride_xhw,
     stride_rn, stride_rc, stride_rhw,
     stride_yn, stride_yc, stride_yhw,
     stride_w2c, stride_w2r,
     HAS_FC2: tl.constexpr, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr, OUT_RELU: tl.constexpr,
-    ACT: tl.constexpr, GATE: tl.constexpr,
+    ACT: tl.constexpr, GATE: tl.constexpr, HAS_TAPS: tl.constexpr, CIRCULAR: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_tile, BLOCK_C)
@@ -53,6 +54,11 @@ def excite_kernel(
         if HAS_B2:
             logit += tl.load(b2_ptr + c, mask=c_mask, other=0.0).to(tl.float32)
         tl.store(fc2_out_ptr + n * C + c, logit, mask=c_mask & first_tile)
+    elif HAS_TAPS:  # ECA (split op): the given vector's k-neighbourhood, any block's
+        logit = channel_conv(part_rows, taps_ptr, n_taps, C, c, c_mask, 1, CIRCULAR)
+        if HAS_B1:  # the convolution's one bias
+            logit += tl.load(b1_ptr).to(tl.float32)
+        tl.store(fc1_out_ptr + n * R1 + c, logit, mask=c_mask & first_tile)
     else:  # single-FC eSE: only this block's columns of FC1 are needed
         logit = sum_parts(part_rows, n_parts, R1, c, c_mask)
         if HAS_B1:

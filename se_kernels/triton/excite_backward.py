@@ -10,7 +10,7 @@ Programs with ``tile == 0`` also write dz1 / dz2 for the weight-gradient GEMMs.
 import triton
 import triton.language as tl
 
-from .math import act_grad, gate_fwd, sum_parts
+from .math import act_grad, channel_conv, gate_fwd, sum_parts
 from .tiles import STREAMING_SHAPE_ARGS, masked_grad, program_tile
 
 
@@ -26,7 +26,8 @@ def excite_backward_kernel(
     d_logit_part_ptr,  # [N, n_splits, C] fp32
     grad_fc1_ptr,  # out [N, R1] fp32: dL/d(FC1 output)
     grad_fc2_ptr,  # out [N, C] fp32: dL/d(FC2 output) (two-FC)
-    C, HW, R1, n_parts, n_splits, hw_per_tile, gain, inv_hw,
+    taps_ptr,  # [k] fp32: ECA's convolution (HAS_TAPS)
+    C, HW, R1, n_parts, n_splits, hw_per_tile, gain, inv_hw, n_taps,
     stride_gn, stride_gc, stride_ghw,
     stride_xn, stride_xc, stride_xhw,
     stride_on, stride_oc, stride_ohw,
@@ -35,6 +36,7 @@ def excite_backward_kernel(
     stride_w1r, stride_w1c,
     HAS_FC2: tl.constexpr, OUT_RELU: tl.constexpr, WRITE_D_RESIDUAL: tl.constexpr,
     POOL_MAX: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, DP_GIVEN: tl.constexpr,
+    HAS_TAPS: tl.constexpr, CIRCULAR: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_tile, BLOCK_C)
@@ -43,8 +45,11 @@ def excite_backward_kernel(
     d_logit_rows = d_logit_part_ptr + n * n_splits * C
 
     dp = tl.zeros([BLOCK_C], dtype=tl.float32)
-    if DP_GIVEN:  # split op without FC1 (ECA): dh_part holds dL/dpooled [N, C]
-        dp = tl.load(dh_part_ptr + n * C + c, mask=c_mask, other=0.0)
+    if DP_GIVEN:  # split op without FC1 (ECA): dh_part holds dL/dpooled [N, C] ...
+        if HAS_TAPS:  # ... or dL/dlogits, taken back through the convolution
+            dp = channel_conv(dh_part_ptr + n * C, taps_ptr, n_taps, C, c, c_mask, -1, CIRCULAR)
+        else:
+            dp = tl.load(dh_part_ptr + n * C + c, mask=c_mask, other=0.0)
     else:
         for r0 in range(0, R1, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)

@@ -57,7 +57,7 @@ def launch_squeeze(x, w1, pooled_part, pooled_max, fc1_part, plan: Plan, s, avgm
 
 def launch_excite(x, residual, y, fc1_part, pooled_part, b1, w2, b2, pooled, fc1_out, fc2_out,
                   plan: Plan, s, n_parts: int, n_splits: int, act: str, gate: str, gain: float,
-                  out_act: str) -> None:
+                  out_act: str, taps=None, circular: bool = False) -> None:
     res = residual if residual is not None else x
     w2_or_dummy = w2 if w2 is not None else fc1_part
     # The kernels index biases as dense vectors (an expanded one has stride 0): no copy
@@ -67,13 +67,14 @@ def launch_excite(x, residual, y, fc1_part, pooled_part, b1, w2, b2, pooled, fc1
         excite_kernel, (s.N, plan.n_cblocks, plan.n_tiles),
         x, res, y, fc1_part, pooled_part,
         b1 if b1 is not None else fc1_part, w2_or_dummy, b2 if b2 is not None else fc1_part,
-        pooled, fc1_out, fc2_out,
+        taps if taps is not None else fc1_part, pooled, fc1_out, fc2_out,
         s.C, s.HW, s.R1, n_parts, n_splits, plan.hw_per_tile, float(gain),
+        taps.numel() if taps is not None else 0,
         *kernel_strides("x", x), *kernel_strides("residual", res), *kernel_strides("y", y),
         *(w2.stride() if w2 is not None else (0, 0)),
         HAS_FC2=s.has_fc2, HAS_B1=b1 is not None, HAS_B2=b2 is not None,
         HAS_RESIDUAL=residual is not None, OUT_RELU=out_act == "relu",
-        ACT=ACTS[act], GATE=GATES[gate],
+        ACT=ACTS[act], GATE=GATES[gate], HAS_TAPS=taps is not None, CIRCULAR=circular,
         **plan.streaming_meta,
     )
 
@@ -98,17 +99,20 @@ def launch_excite_backward(grad_y, x, out, dx, d_residual, w1, fc1_out, gate_in,
                            max_count, dh_part, d_logit_part, grad_fc1, grad_fc2, plan: Plan, s,
                            n_parts: int, n_splits: int, write_d_residual: bool, pool: str,
                            act: str, gate: str, gain: float, out_act: str,
-                           dp_given: bool = False) -> None:
+                           dp_given: bool = False, taps=None, circular: bool = False) -> None:
     launch(
         excite_backward_kernel, (s.N, plan.n_cblocks, plan.n_tiles),
         grad_y, x, out, dx, d_residual, w1 if w1 is not None else dh_part, fc1_out, gate_in,
         pooled_max, max_count, dh_part, d_logit_part, grad_fc1, grad_fc2,
+        taps if taps is not None else dh_part,
         s.C, s.HW, s.R1, n_parts, n_splits, plan.hw_per_tile, float(gain), 1.0 / s.HW,
+        taps.numel() if taps is not None else 0,
         *kernel_strides("grad_y", grad_y), *kernel_strides("x", x), *kernel_strides("out", out),
         *kernel_strides("dx", dx), *kernel_strides("d_residual", d_residual),
         *(w1.stride() if w1 is not None else (0, 0)),
         HAS_FC2=s.has_fc2, OUT_RELU=out_act == "relu", WRITE_D_RESIDUAL=write_d_residual,
         POOL_MAX=pool == "avgmax", ACT=ACTS[act], GATE=GATES[gate], DP_GIVEN=dp_given,
+        HAS_TAPS=taps is not None, CIRCULAR=circular,
         **plan.streaming_meta,
     )
 

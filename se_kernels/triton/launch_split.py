@@ -18,6 +18,11 @@ from .launch import (_device_guard, launch_excite, launch_excite_backward, launc
                      launch_squeeze_backward, plan_for)
 
 
+def _dense(taps: Optional[Tensor]) -> Optional[Tensor]:
+    """The taps as a dense float32 vector (no copy when they already are), as as_float."""
+    return None if taps is None else taps.to(torch.float32).contiguous()
+
+
 def split_squeeze(x: Tensor, w1: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """``(pooled [N, C], fc1 = pooled @ W1^T [N, R1])``, float32 (FC1's bias is the caller's);
     without w1, fc1 is ``[N, 0]``."""
@@ -35,11 +40,15 @@ def split_squeeze(x: Tensor, w1: Optional[Tensor]) -> tuple[Tensor, Tensor]:
 
 def split_excite(x: Tensor, pooled: Tensor, z1: Tensor, w2: Optional[Tensor],
                  b2: Optional[Tensor], residual: Optional[Tensor], act: str, gate: str,
-                 gain: float, out_act: str) -> tuple[Tensor, Tensor]:
+                 gain: float, out_act: str, taps: Optional[Tensor] = None,
+                 taps_bias: Optional[Tensor] = None, circular: bool = False
+                 ) -> tuple[Tensor, Tensor]:
     """``(y, logits)``: y = out_act(x * gain * gate(logits) + residual), logits = W2 act(z1) + b2
-    (without w2: z1 itself, ``[N, C]``)."""
+    (without w2: z1 itself, ``[N, C]``, or with taps ECA's convolution of z1 across the
+    channels plus taps_bias)."""
     s = check_split_inputs(x, w2=w2, b2=b2, residual=residual, act=act, gate=gate, gain=gain,
-                           out_act=out_act, small={"pooled": (pooled, True), "z1": (z1, False)})
+                           out_act=out_act, small={"pooled": (pooled, True), "z1": (z1, False)},
+                           taps=taps, taps_bias=taps_bias)
     y = torch.empty_like(x)
     logits, pooled_copy, z1_copy = float_buffers(x, (s.N, s.C), (s.N, s.C),
                                                  (s.N if s.has_fc2 else 0, s.R1))
@@ -50,8 +59,9 @@ def split_excite(x: Tensor, pooled: Tensor, z1: Tensor, w2: Optional[Tensor],
     # "FC1 output" is the logits.
     fc1_out, fc2_out = (z1_copy, logits) if s.has_fc2 else (logits, z1_copy)
     with _device_guard(x):
-        launch_excite(x, residual, y, z1.contiguous(), pooled.contiguous(), None, w2, b2,
-                      pooled_copy, fc1_out, fc2_out, plan, s, 1, 1, act, gate, gain, out_act)
+        launch_excite(x, residual, y, z1.contiguous(), pooled.contiguous(), taps_bias, w2, b2,
+                      pooled_copy, fc1_out, fc2_out, plan, s, 1, 1, act, gate, gain, out_act,
+                      _dense(taps), circular)
     return y, logits
 
 
@@ -77,15 +87,16 @@ def split_squeeze_backward(grad_y: Tensor, x: Tensor, out: Optional[Tensor],
 
 def split_excite_backward(grad_y: Tensor, x: Tensor, out: Optional[Tensor], w1: Optional[Tensor],
                           logits: Tensor, grad_logits: Tensor, grad_z1: Tensor,
-                          has_residual: bool, gate: str, gain: float,
-                          out_act: str) -> tuple[Tensor, Tensor]:
+                          has_residual: bool, gate: str, gain: float, out_act: str,
+                          taps: Optional[Tensor] = None,
+                          circular: bool = False) -> tuple[Tensor, Tensor]:
     """``(dx, d_residual)``: dx = g * gain * gate(logits) + (grad_z1 @ W1) / HW (without w1:
     grad_z1 / HW), g masked by the ReLU epilogue; d_residual (the masked g) only with a
     residual and ReLU."""
     s = check_split_inputs(x, w1=w1, gate=gate, gain=gain, out_act=out_act, grad_y=grad_y,
                            out=out, small={"logits": (logits, True),
                                            "grad_logits": (grad_logits, True),
-                                           "grad_z1": (grad_z1, False)})
+                                           "grad_z1": (grad_z1, False)}, taps=taps)
     write_d_residual = has_residual and out_act == "relu"
     # grad_fc1 / grad_fc2 of the fused op's outputs are rewritten copies here: scratch.
     dx, d_residual, fc1_copy, fc2_copy = backward_outputs(x, s.R1, s.has_fc2, write_d_residual)
@@ -100,5 +111,5 @@ def split_excite_backward(grad_y: Tensor, x: Tensor, out: Optional[Tensor], w1: 
                                gate_in, gate_in, gate_in, dz1, grad_logits.contiguous(),
                                fc1_copy, fc2_copy if s.has_fc2 else fc1_copy, plan, s, 1, 1,
                                write_d_residual, "avg", "identity", gate, gain, out_act,
-                               dp_given=w1 is None)
+                               dp_given=w1 is None, taps=_dense(taps), circular=circular)
     return dx, d_residual

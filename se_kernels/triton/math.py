@@ -168,3 +168,23 @@ def sum_parts(ptr, n_rows, row_stride, cols, col_mask):
                        mask=(rows < n_rows)[:, None] & col_mask[None, :], other=0.0)
         total += tl.sum(tile, axis=0)
     return total
+
+
+@triton.jit
+def channel_conv(row_ptr, taps_ptr, n_taps, C, cols, col_mask, DIRECTION: tl.constexpr,
+                 CIRCULAR: tl.constexpr):
+    """ECA's convolution across the channel axis at channels ``cols`` of the float32 vector
+    at ``row_ptr``: ``sum_j taps[j] * v[c + DIRECTION * (j - pad)]``, zero or circular
+    padding; DIRECTION +1 is the Conv1d, -1 its transpose (the gradient for v). Taps in
+    ascending order (csrc/se_math.h channel_conv_at is the same sum)."""
+    pad = (n_taps - 1) // 2
+    total = tl.zeros(cols.shape, dtype=tl.float32)
+    for j in range(0, n_taps):
+        src = cols + DIRECTION * (j - pad)
+        if CIRCULAR:
+            src = ((src % C) + C) % C
+            valid = col_mask
+        else:
+            valid = col_mask & (src >= 0) & (src < C)
+        total += tl.load(taps_ptr + j) * tl.load(row_ptr + src, mask=valid, other=0.0)
+    return total

@@ -9,7 +9,7 @@ import triton.language as tl
 # for the value 1), which a network's dozens of layer shapes would each trigger. The
 # strides and the HW piece lengths stay specialized: they decide vectorised access.
 REDUCTION_SHAPE_ARGS = ["C", "HW", "R1"]
-STREAMING_SHAPE_ARGS = REDUCTION_SHAPE_ARGS + ["n_parts", "n_splits"]
+STREAMING_SHAPE_ARGS = REDUCTION_SHAPE_ARGS + ["n_parts", "n_splits", "n_taps"]
 
 
 @triton.jit
