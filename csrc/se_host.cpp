@@ -6,6 +6,8 @@
 #include <c10/util/accumulate.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <initializer_list>
 #include <string>
 #include <utility>
@@ -39,6 +41,20 @@ Options parse_options(std::string_view pool, std::string_view act, std::string_v
                       double gain, std::string_view out_act) {
   Options o{};
   o.pool = parse_name<Pool>("pool", pool, {{"avg", Pool::Avg}, {"avgmax", Pool::AvgMax}});
+  // "leaky_relu:<slope>": leaky_relu with that negative slope (plain "leaky_relu": 0.01).
+  constexpr std::string_view kLeaky = "leaky_relu:";
+  o.act_slope = 0.01f;
+  if (act.substr(0, kLeaky.size()) == kLeaky) {
+    const std::string number(act.substr(kLeaky.size()));
+    char* end = nullptr;
+    const double slope = std::strtod(number.c_str(), &end);
+    TORCH_CHECK_VALUE(!number.empty() && end == number.c_str() + number.size() &&
+                          std::isfinite(slope),
+                      "act 'leaky_relu:<slope>' needs a finite number after the colon, got '", act,
+                      "'");
+    o.act_slope = static_cast<float>(slope);
+    act = "leaky_relu";
+  }
   o.act = parse_name<Act>("act", act,
                           {{"identity", Act::Identity}, {"relu", Act::Relu}, {"silu", Act::Silu},
                            {"relu6", Act::Relu6}, {"gelu", Act::Gelu}, {"gelu_tanh", Act::GeluTanh},

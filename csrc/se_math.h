@@ -43,7 +43,8 @@ constexpr float kSqrt2OverPi = 0.79788456080286536f;  // sqrt(2/pi)
 constexpr float kGeluKappa = 0.044715f;
 constexpr float kLeakySlope = 0.01f;  // F.leaky_relu's default
 
-SE_HOST_DEVICE float act_forward(float z, Act act) {
+// slope: leaky_relu's negative slope (Options::act_slope).
+SE_HOST_DEVICE float act_forward(float z, Act act, float slope = kLeakySlope) {
   switch (act) {
     case Act::Relu: return relu(z);
     case Act::Silu: return z * sigmoid(z);
@@ -55,7 +56,7 @@ SE_HOST_DEVICE float act_forward(float z, Act act) {
     case Act::Mish: return z * ::tanhf(softplus(z));
     case Act::Tanh: return ::tanhf(z);
     case Act::Sigmoid: return sigmoid(z);
-    case Act::LeakyRelu: return z > 0.0f ? z : z * kLeakySlope;
+    case Act::LeakyRelu: return z > 0.0f ? z : z * slope;
     default: return z;
   }
 }
@@ -63,7 +64,7 @@ SE_HOST_DEVICE float act_forward(float z, Act act) {
 // d act / dz at the pre-activation z, with torch's conventions at the kinks: relu 0 at 0,
 // relu6 0 at 0 and 6 (hardtanh), hard_swish z/3 + 1/2 strictly inside (-3, 3), 0 at -3
 // and 1 at 3 (measured on torch 2.14's hardswish_backward).
-SE_HOST_DEVICE float act_grad(float z, Act act) {
+SE_HOST_DEVICE float act_grad(float z, Act act, float slope = kLeakySlope) {
   switch (act) {
     case Act::Relu: return z > 0.0f ? 1.0f : 0.0f;
     case Act::Silu: {
@@ -91,7 +92,7 @@ SE_HOST_DEVICE float act_grad(float z, Act act) {
       const float s = sigmoid(z);
       return s * (1.0f - s);
     }
-    case Act::LeakyRelu: return z > 0.0f ? 1.0f : kLeakySlope;  // the slope at 0, as torch
+    case Act::LeakyRelu: return z > 0.0f ? 1.0f : slope;  // the slope at 0, as torch
     default: return 1.0f;
   }
 }

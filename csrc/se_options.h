@@ -9,7 +9,7 @@ enum class Pool : int { Avg = 0, AvgMax = 1 };
 // The codes match se_kernels/options.py (ACTS, GATES), which the Triton kernels use.
 enum class Act : int {
   Identity = 0, Relu = 1, Silu = 2, Relu6 = 3, Gelu = 4, GeluTanh = 5, HardSwish = 6,
-  Mish = 7, Tanh = 8, Sigmoid = 9, LeakyRelu = 10  // torch's default slope, 0.01
+  Mish = 7, Tanh = 8, Sigmoid = 9, LeakyRelu = 10  // "leaky_relu" (0.01) or "leaky_relu:<slope>"
 };
 enum class Gate : int { Sigmoid = 0, HardSigmoid = 1, Tanh = 2 };
 
@@ -17,6 +17,7 @@ struct Options {
   Pool pool;
   Act act;
   Gate gate;
+  float act_slope;  // leaky_relu's negative slope
   float gain;
   bool out_relu;  // out_act == "relu"
 };

@@ -67,10 +67,10 @@ def _gelu(module: nn.Module) -> Optional[str]:
 
 
 def _leaky_relu(module: nn.Module) -> Optional[str]:
-    """nn.LeakyReLU with torch's default slope (0.01, what timm's "leaky_relu" makes)."""
-    from .options import LEAKY_SLOPE
+    """nn.LeakyReLU with its negative slope ("leaky_relu" for torch's default 0.01)."""
+    from .options import leaky_relu_act
 
-    return "leaky_relu" if module.negative_slope == LEAKY_SLOPE else None
+    return leaky_relu_act(module.negative_slope)
 
 
 # Activation classes -> act name (or a reader of the instance). Classes are matched
@@ -114,7 +114,7 @@ def _lookup(table: dict, module: nn.Module, what: str) -> str:
         name = name(module)
     if name is None:
         names = sorted({v for v in table.values() if isinstance(v, str)} | (
-            {"leaky_relu (slope 0.01)"} if _leaky_relu in table.values() else set()))
+            {"leaky_relu (any slope)"} if _leaky_relu in table.values() else set()))
         raise UnsupportedSE(f"{what} {module!r} has no exact fused equivalent "
                             f"(supported: {names})")
     return name

@@ -25,7 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from .autograd_rules import _layout_safe
 from .backends import resolve_backend
-from .options import as_matrix, check_options, mergeable
+from .options import as_matrix, check_options, mergeable, parse_act
 from .reference import apply_act
 from .split_ops import split_ops
 
@@ -37,7 +37,7 @@ _ACT_BACKWARD = {
     "identity": lambda g, z: g,
     "relu": lambda g, z: _aten.threshold_backward(g, torch.relu(z), 0.0),
     "relu6": lambda g, z: _aten.hardtanh_backward(g, z, 0.0, 6.0),
-    "leaky_relu": lambda g, z: _aten.leaky_relu_backward(g, z, 0.01, False),
+
     "silu": lambda g, z: _aten.silu_backward(g, z),
     "gelu": lambda g, z: _aten.gelu_backward(g, z),
     "gelu_tanh": lambda g, z: _aten.gelu_backward(g, z, approximate="tanh"),
@@ -46,6 +46,14 @@ _ACT_BACKWARD = {
     "tanh": lambda g, z: _aten.tanh_backward(g, torch.tanh(z)),
     "sigmoid": lambda g, z: _aten.sigmoid_backward(g, torch.sigmoid(z)),
 }
+
+
+def act_backward(grad: Tensor, z: Tensor, act: str) -> Tensor:
+    """dL/dz from dL/d act(z) (see _ACT_BACKWARD); leaky_relu with its slope."""
+    name, slope = parse_act(act)
+    if name == "leaky_relu":
+        return _aten.leaky_relu_backward(grad, z, slope, False)
+    return _ACT_BACKWARD[name](grad, z)
 
 
 class SEBatchNormFunction(torch.autograd.Function):
@@ -93,7 +101,7 @@ class SEBatchNormFunction(torch.autograd.Function):
         ops = split_ops(backend)
         g = _layout_safe(grad_y, x)
         grad_fc2, grad_h = ops.squeeze_backward(g, x, out, w2, fc2_out, gate, gain, out_act)
-        grad_norm = _ACT_BACKWARD[act](grad_h, z_norm)
+        grad_norm = act_backward(grad_h, z_norm, act)
         grad_z1, grad_bn_w, grad_bn_b = torch.ops.aten.native_batch_norm_backward(
             grad_norm, z1, bn_w, None, None, mean, invstd, True, eps,
             [True, needs[3] and bn_w is not None, needs[4]])

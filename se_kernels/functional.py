@@ -41,7 +41,8 @@ def squeeze_excite(
         pool: ``"avg"`` | ``"avgmax"`` (0.5 * mean + 0.5 * max, as timm ``add_maxpool``).
         act: ``"relu"`` | ``"silu"`` | ``"identity"`` | ``"relu6"`` | ``"gelu"`` (erf) |
             ``"gelu_tanh"`` | ``"hard_swish"`` | ``"mish"`` | ``"tanh"`` | ``"sigmoid"`` |
-            ``"leaky_relu"`` (slope 0.01), each as the torch function of that name.
+            ``"leaky_relu"`` (slope 0.01) or ``"leaky_relu:<slope>"`` (e.g.
+            ``"leaky_relu:0.2"``), each as the torch function of that name.
         gate: ``"sigmoid"`` | ``"hard_sigmoid"`` | ``"tanh"``.
         gain: scale applied to the gate (NFNet uses 2.0).
         residual: optional ``[N, C, H, W]`` tensor added after the scaling.

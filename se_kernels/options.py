@@ -9,6 +9,7 @@ strings themselves (``csrc/se_host.cpp``) into the enums of ``csrc/se_options.h`
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from dataclasses import dataclass
 from typing import Optional
@@ -18,10 +19,32 @@ import torch
 POOLS = {"avg": 0, "avgmax": 1}
 # Codes shared with csrc/se_options.h; every act is exact to the torch function of the
 # same name (gelu: erf; gelu_tanh: F.gelu(approximate="tanh"); leaky_relu: torch's
-# default slope 0.01), gradients included.
+# default slope 0.01, or "leaky_relu:<slope>" for another), gradients included.
 ACTS = {"identity": 0, "relu": 1, "silu": 2, "relu6": 3, "gelu": 4, "gelu_tanh": 5,
         "hard_swish": 6, "mish": 7, "tanh": 8, "sigmoid": 9, "leaky_relu": 10}
 LEAKY_SLOPE = 0.01
+LEAKY_PREFIX = "leaky_relu:"
+
+
+def parse_act(act: str) -> tuple[str, float]:
+    """``(name, leaky_relu's negative slope)`` of an act option: a name of ACTS, or
+    ``"leaky_relu:<slope>"`` (as csrc/se_host.cpp parses it). Raises ValueError."""
+    if isinstance(act, str) and act.startswith(LEAKY_PREFIX):
+        try:
+            slope = float(act[len(LEAKY_PREFIX):])
+        except ValueError:
+            slope = float("nan")
+        if not math.isfinite(slope):
+            raise ValueError(f"act 'leaky_relu:<slope>' needs a finite number after the colon, "
+                             f"got {act!r}")
+        return "leaky_relu", slope
+    _check_choice("act", act, ACTS, extra=[LEAKY_PREFIX + "<slope>"])
+    return act, LEAKY_SLOPE
+
+
+def leaky_relu_act(slope: float) -> str:
+    """The act option for leaky_relu with this negative slope (exact: repr round-trips)."""
+    return "leaky_relu" if slope == LEAKY_SLOPE else f"{LEAKY_PREFIX}{float(slope)!r}"
 GATES = {"sigmoid": 0, "hard_sigmoid": 1, "tanh": 2}
 OUT_ACTS = {"identity": 0, "relu": 1}
 
@@ -29,15 +52,15 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def _check_choice(name: str, value: str, choices: dict) -> None:
+def _check_choice(name: str, value: str, choices: dict, extra: tuple = ()) -> None:
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+        raise ValueError(f"{name} must be one of {sorted(choices) + list(extra)}, got {value!r}")
 
 
 def check_options(pool: str, act: str, gate: str, out_act: str, gain: float) -> None:
     """Validate the option strings and the gain."""
     _check_choice("pool", pool, POOLS)
-    _check_choice("act", act, ACTS)
+    parse_act(act)
     _check_choice("gate", gate, GATES)
     _check_choice("out_act", out_act, OUT_ACTS)
     if isinstance(gain, bool) or not isinstance(gain, (int, float)):

@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .options import as_matrix, check_inputs
+from .options import as_matrix, check_inputs, parse_act
 
 
 def onnx_exporting() -> bool:
@@ -30,13 +30,16 @@ _ACT_FUNCTIONS = {
     "mish": F.mish,
     "tanh": torch.tanh,
     "sigmoid": torch.sigmoid,
-    "leaky_relu": F.leaky_relu,  # slope 0.01, the only one the kernels have
 }
 
 
 def apply_act(z: torch.Tensor, act: str) -> torch.Tensor:
-    """The hidden activation by name (``se_kernels.options.ACTS``), as the torch function."""
-    fn = _ACT_FUNCTIONS.get(act)
+    """The hidden activation by name (``se_kernels.options.ACTS``, or
+    ``"leaky_relu:<slope>"``), as the torch function."""
+    name, slope = parse_act(act)
+    if name == "leaky_relu":
+        return F.leaky_relu(z, slope)
+    fn = _ACT_FUNCTIONS.get(name)
     return z if fn is None else fn(z)
 
 

@@ -15,7 +15,9 @@ from conftest import Case, assert_within_tolerance, backend_device, check_agains
 import se_kernels
 from se_kernels.options import ACTS
 
-NEW_ACTS = [a for a in ACTS if a not in ("identity", "relu", "silu")]  # the rest: test_kernels
+# The rest (identity, relu, silu): test_kernels. leaky_relu also with other slopes.
+NEW_ACTS = [a for a in ACTS if a not in ("identity", "relu", "silu")] + [
+    "leaky_relu:0.2", "leaky_relu:-1.5"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
@@ -38,6 +40,7 @@ def test_tanh_gate(backend, two_fc, layout):
 KINKS = {
     "relu": [0.0, 1.0, -1.0, 0.5],
     "leaky_relu": [0.0, 1.0, -1.0, 0.5],
+    "leaky_relu:0.2": [0.0, 1.0, -1.0, 0.5],
     "relu6": [0.0, 6.0, 3.0, -1.0],
     "hard_swish": [-3.0, 3.0, 0.0, 4.0],
 }
@@ -82,15 +85,34 @@ ACT_MODULES = {
     "Tanh": (nn.Tanh, "tanh"),
     "Sigmoid": (nn.Sigmoid, "sigmoid"),
     "LeakyReLU": (nn.LeakyReLU, "leaky_relu"),
+    "LeakyReLU-0.2": (lambda: nn.LeakyReLU(0.2), "leaky_relu:0.2"),
+    "LeakyReLU-0.1": (lambda: nn.LeakyReLU(0.1), "leaky_relu:0.1"),
 }
 
 
-def test_leaky_relu_with_another_slope_is_left_alone():
-    timm_se = pytest.importorskip("timm.layers.squeeze_excite")
-    se = timm_se.SEModule(16, rd_channels=8, act_layer=lambda: nn.LeakyReLU(0.2))
-    converted = se_kernels.convert_model(nn.Sequential(se))
-    assert converted[0] is se
-    assert "negative_slope=0.2" in converted.se_kernels_summary.skipped[0][2]
+@pytest.mark.parametrize("act", ["leaky_relu:", "leaky_relu:x", "leaky_relu:nan", "leaky:0.2"])
+def test_bad_leaky_relu_slope_is_a_clear_error(backend, act):
+    x = torch.randn(2, 8, 3, 3, device=backend_device(backend))
+    w1, w2 = torch.randn(4, 8, device=x.device), torch.randn(8, 4, device=x.device)
+    with pytest.raises(ValueError, match="leaky_relu"):
+        se_kernels.squeeze_excite(x, w1, None, w2, act=act, backend=backend)
+
+
+def test_leaky_relu_slope_reaches_the_kernel_ops(backend):
+    """The C++ / Triton ops parse the slope themselves (the op is callable directly)."""
+    from se_kernels.ops import backend_ops
+
+    device = backend_device(backend)
+    x = torch.randn(2, 8, 3, 3, device=device)
+    w1, w2 = torch.randn(4, 8, device=device), torch.randn(8, 4, device=device)
+    args = lambda act: (x, w1, None, w2, None, None, "avg", act, "sigmoid", 1.0, "identity")  # noqa: E731
+    op = backend_ops(backend).forward
+    y_default, y_02 = op(*args("leaky_relu"))[0], op(*args("leaky_relu:0.2"))[0]
+    want = se_kernels.squeeze_excite_reference(x, w1, None, w2, act="leaky_relu:0.2")
+    torch.testing.assert_close(y_02, want, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(y_default, y_02)
+    with pytest.raises(ValueError, match="finite number after the colon"):
+        op(*args("leaky_relu:abc"))
 
 
 @pytest.mark.parametrize("module", list(ACT_MODULES))

@@ -122,7 +122,7 @@ struct BackwardKernel {
       linear_input_grad(dz1, d_logit, w2, rows, p.R1, p.C);  // dh
       if (a.phase == Phase::Squeeze) return;
       const float* z1 = fc1_out + n0 * p.R1;
-      for (int64_t i = 0; i < rows * p.R1; ++i) dz1[i] *= act_grad(z1[i], o.act);
+      for (int64_t i = 0; i < rows * p.R1; ++i) dz1[i] *= act_grad(z1[i], o.act, o.act_slope);
     }
     if (a.phase == Phase::Squeeze) return;
     float* dp = d_pooled + n0 * p.C;

@@ -107,7 +107,7 @@ struct ForwardKernel {
     const float* logits = z1;
     if (p.has_fc2) {
       float* h = hidden + n0 * p.R1;
-      for (int64_t i = 0; i < rows * p.R1; ++i) h[i] = act_forward(z1[i], o.act);
+      for (int64_t i = 0; i < rows * p.R1; ++i) h[i] = act_forward(z1[i], o.act, o.act_slope);
       float* z2 = fc2_out + n0 * p.C;
       linear(z2, h, w2, b2, rows, p.R1, p.C);
       logits = z2;

@@ -27,7 +27,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_kernel(const E
         float z = sum_rows(parts, p.geo.n_parts, p.geo.R1, r0 + r);
         if (p.b1 != nullptr) z += p.b1[r0 + r];
         if (blockIdx.y == 0 && first_tile) p.fc1_out[t.n * p.geo.R1 + r0 + r] = z;
-        h_s[r] = act_forward(z, p.opts.act);
+        h_s[r] = act_forward(z, p.opts.act, p.opts.act_slope);
       }
       __syncthreads();
       for (int cl = warp; cl < t.nc; cl += kWarps) {  // a warp per channel: fixed order

@@ -35,7 +35,7 @@ __global__ void __launch_bounds__(kThreads, kMinCtasPerSm) excite_backward_kerne
       float dz;
       if (p.has_fc2) {
         dz = sum_rows(p.dh_part + t.n * p.geo.n_parts * p.geo.R1, p.geo.n_parts, p.geo.R1, r0 + r) *
-             act_grad(p.fc1_out[t.n * p.geo.R1 + r0 + r], p.opts.act);
+             act_grad(p.fc1_out[t.n * p.geo.R1 + r0 + r], p.opts.act, p.opts.act_slope);
       } else {  // single-FC: dL/d(FC1 out) is the gate-input gradient itself (R1 == C)
         dz = sum_rows(d_logits, p.geo.n_splits, p.geo.C, r0 + r);
       }

@@ -30,7 +30,8 @@ def excite_kernel(
     stride_w2c, stride_w2r,
     HAS_FC2: tl.constexpr, HAS_B1: tl.constexpr, HAS_B2: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr, OUT_RELU: tl.constexpr,
-    ACT: tl.constexpr, GATE: tl.constexpr, HAS_TAPS: tl.constexpr, CIRCULAR: tl.constexpr,
+    ACT: tl.constexpr, SLOPE: tl.constexpr, GATE: tl.constexpr, HAS_TAPS: tl.constexpr,
+    CIRCULAR: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     n, c, c_mask, hw_start, hw_end = program_tile(C, HW, hw_per_tile, BLOCK_C)
@@ -47,7 +48,7 @@ def excite_kernel(
             if HAS_B1:
                 z1 += tl.load(b1_ptr + r, mask=r_mask, other=0.0).to(tl.float32)
             tl.store(fc1_out_ptr + n * R1 + r, z1, mask=r_mask & first_tile & (cblock == 0))
-            h = tl.where(r_mask, act_fwd(z1, ACT), 0.0)
+            h = tl.where(r_mask, act_fwd(z1, ACT, SLOPE), 0.0)
             w2 = tl.load(w2_ptr + c[:, None] * stride_w2c + r[None, :] * stride_w2r,
                          mask=c_mask[:, None] & r_mask[None, :], other=0.0).to(tl.float32)
             logit += tl.sum(w2 * h[None, :], axis=1)

@@ -35,7 +35,8 @@ def excite_backward_kernel(
     stride_drn, stride_drc, stride_drhw,
     stride_w1r, stride_w1c,
     HAS_FC2: tl.constexpr, OUT_RELU: tl.constexpr, WRITE_D_RESIDUAL: tl.constexpr,
-    POOL_MAX: tl.constexpr, ACT: tl.constexpr, GATE: tl.constexpr, DP_GIVEN: tl.constexpr,
+    POOL_MAX: tl.constexpr, ACT: tl.constexpr, SLOPE: tl.constexpr, GATE: tl.constexpr,
+    DP_GIVEN: tl.constexpr,
     HAS_TAPS: tl.constexpr, CIRCULAR: tl.constexpr,
     BLOCK_C: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
@@ -57,7 +58,7 @@ def excite_backward_kernel(
             if HAS_FC2:
                 dz1 = sum_parts(dh_part_ptr + n * n_parts * R1, n_parts, R1, r, r_mask)
                 z1 = tl.load(fc1_out_ptr + n * R1 + r, mask=r_mask, other=0.0)
-                dz1 = dz1 * act_grad(z1, ACT)
+                dz1 = dz1 * act_grad(z1, ACT, SLOPE)
             else:  # single-FC: dL/d(FC1 output) is the gate-input grad itself (R1 == C)
                 dz1 = sum_parts(d_logit_rows, n_splits, C, r, r_mask)
             tl.store(grad_fc1_ptr + n * R1 + r, dz1, mask=r_mask & first_tile & (cblock == 0))

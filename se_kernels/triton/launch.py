@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from ..buffers import backward_outputs, forward_outputs, infer_buffers
-from ..options import ACTS, GATES, check_backward_inputs, check_inputs, kernel_strides
+from ..options import ACTS, GATES, check_backward_inputs, check_inputs, kernel_strides, parse_act
 from .plan import Plan, heuristics_for, make_plan
 from .excite import excite_kernel
 from .excite_backward import excite_backward_kernel
@@ -39,6 +39,13 @@ def plan_for(x: Tensor, r1: int, pool: str) -> Plan:
     return make_plan(n, c, h * w, r1, channels_inner, allow_split=pool == "avg",
                      heur=heuristics_for(x.device))
 
+
+
+def _act_meta(act: str) -> dict:
+    """The act's constexprs: its code and leaky_relu's slope (a constexpr: one variant per
+    slope in use, and the default's is the only one timm's models need)."""
+    name, slope = parse_act(act)
+    return dict(ACT=ACTS[name], SLOPE=slope)
 
 
 # One function per kernel, shared by the fused ops below and the split ops
@@ -74,7 +81,7 @@ def launch_excite(x, residual, y, fc1_part, pooled_part, b1, w2, b2, pooled, fc1
         *(w2.stride() if w2 is not None else (0, 0)),
         HAS_FC2=s.has_fc2, HAS_B1=b1 is not None, HAS_B2=b2 is not None,
         HAS_RESIDUAL=residual is not None, OUT_RELU=out_act == "relu",
-        ACT=ACTS[act], GATE=GATES[gate], HAS_TAPS=taps is not None, CIRCULAR=circular,
+        **_act_meta(act), GATE=GATES[gate], HAS_TAPS=taps is not None, CIRCULAR=circular,
         **plan.streaming_meta,
     )
 
@@ -111,7 +118,7 @@ def launch_excite_backward(grad_y, x, out, dx, d_residual, w1, fc1_out, gate_in,
         *kernel_strides("dx", dx), *kernel_strides("d_residual", d_residual),
         *(w1.stride() if w1 is not None else (0, 0)),
         HAS_FC2=s.has_fc2, OUT_RELU=out_act == "relu", WRITE_D_RESIDUAL=write_d_residual,
-        POOL_MAX=pool == "avgmax", ACT=ACTS[act], GATE=GATES[gate], DP_GIVEN=dp_given,
+        POOL_MAX=pool == "avgmax", **_act_meta(act), GATE=GATES[gate], DP_GIVEN=dp_given,
         HAS_TAPS=taps is not None, CIRCULAR=circular,
         **plan.streaming_meta,
     )

@@ -19,7 +19,6 @@ ACT_MISH = tl.constexpr(ACTS["mish"])
 ACT_TANH = tl.constexpr(ACTS["tanh"])
 ACT_SIGMOID = tl.constexpr(ACTS["sigmoid"])
 ACT_LEAKY_RELU = tl.constexpr(ACTS["leaky_relu"])
-LEAKY_SLOPE = tl.constexpr(0.01)  # F.leaky_relu's default
 GATE_SIGMOID = tl.constexpr(GATES["sigmoid"])
 GATE_TANH = tl.constexpr(GATES["tanh"])
 SQRT_HALF = tl.constexpr(0.70710678118654752)  # 1/sqrt(2)
@@ -62,7 +61,7 @@ def softplus(z):
 
 
 @triton.jit
-def act_fwd(z, ACT: tl.constexpr):
+def act_fwd(z, ACT: tl.constexpr, SLOPE: tl.constexpr):
     if ACT == ACT_RELU:
         z = relu(z)
     elif ACT == ACT_SILU:
@@ -82,12 +81,12 @@ def act_fwd(z, ACT: tl.constexpr):
     elif ACT == ACT_SIGMOID:
         z = tl.sigmoid(z)
     elif ACT == ACT_LEAKY_RELU:
-        z = tl.where(z > 0.0, z, z * LEAKY_SLOPE)
+        z = tl.where(z > 0.0, z, z * SLOPE)
     return z
 
 
 @triton.jit
-def act_grad(z, ACT: tl.constexpr):
+def act_grad(z, ACT: tl.constexpr, SLOPE: tl.constexpr):
     """d act / dz at the pre-activation z, with torch's conventions at the kinks (relu: 0
     at 0; relu6: 0 at 0 and 6; hard_swish: z/3 + 1/2 inside (-3, 3), 0 at -3, 1 at 3)."""
     if ACT == ACT_RELU:
@@ -115,7 +114,7 @@ def act_grad(z, ACT: tl.constexpr):
         sig = tl.sigmoid(z)
         d = sig * (1.0 - sig)
     elif ACT == ACT_LEAKY_RELU:
-        d = tl.where(z > 0.0, 1.0, LEAKY_SLOPE)  # the slope at 0, as torch
+        d = tl.where(z > 0.0, 1.0, SLOPE)  # the slope at 0, as torch
     else:
         d = tl.full(z.shape, 1.0, tl.float32)
     return d
