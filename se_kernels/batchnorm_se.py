@@ -37,7 +37,6 @@ _ACT_BACKWARD = {
     "identity": lambda g, z: g,
     "relu": lambda g, z: _aten.threshold_backward(g, torch.relu(z), 0.0),
     "relu6": lambda g, z: _aten.hardtanh_backward(g, z, 0.0, 6.0),
-
     "silu": lambda g, z: _aten.silu_backward(g, z),
     "gelu": lambda g, z: _aten.gelu_backward(g, z),
     "gelu_tanh": lambda g, z: _aten.gelu_backward(g, z, approximate="tanh"),

@@ -49,7 +49,7 @@ class ECAFunction(torch.autograd.Function):
         y, logits = ops.excite(x, pooled, pooled, None, None, residual, "identity", gate, gain,
                                out_act, taps, None if bias is None else bias.reshape(1), circular)
         ctx.options = (circular, gate, gain, out_act, backend, residual is not None)
-        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        ctx.bias_like = None if bias is None else (bias.shape, bias.dtype)
         ctx.save_for_backward(x, y if out_act == "relu" else None, weight, pooled, logits)
         return y
 
@@ -65,11 +65,16 @@ class ECAFunction(torch.autograd.Function):
         dx, d_residual = ops.excite_backward(g, x, out, None, logits, grad_logits, grad_logits,
                                              has_residual, gate, gain, out_act,
                                              weight.reshape(-1), circular)
-        weight_t, bias_t = ctx.dtypes
-        d_taps = channel_conv_tap_grads(grad_logits, pooled, weight.numel(), circular)
+        d_taps = d_bias = None
+        if needs[1]:
+            d_taps = channel_conv_tap_grads(grad_logits, pooled, weight.numel(), circular)
+            d_taps = d_taps.reshape(weight.shape).to(weight.dtype)
+        if needs[2]:
+            bias_shape, bias_dtype = ctx.bias_like
+            d_bias = grad_logits.sum().reshape(bias_shape).to(bias_dtype)
         return (dx if needs[0] else None,
-                d_taps.reshape(weight.shape).to(weight_t) if needs[1] else None,
-                grad_logits.sum().reshape(1).to(bias_t) if needs[2] else None,
+                d_taps,
+                d_bias,
                 (d_residual if out_act == "relu" else grad_y) if needs[3] else None,
                 None, None, None, None, None)
 
