@@ -183,6 +183,7 @@ def squeeze_excite_with_module_batchnorm(
     factor = 0.0 if bn.momentum is None else bn.momentum
     if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
+        # momentum=None reads the count on the host, as nn.BatchNorm does (a sync on a GPU).
         factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
     track = not bn.training or bn.track_running_stats
     return squeeze_excite_batchnorm(

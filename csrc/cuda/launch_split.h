@@ -1,9 +1,10 @@
 // The split ops on the CUDA kernels (schemas in csrc/se_ops.cpp): the fused op cut at the
 // bottleneck so that a batch-coupled step (a training-mode BatchNorm on [N, R]) runs
-// between its launches. Each op is one of the four kernels: the reduction ops return
-// their partial sums added in a fixed order; the streaming ops read the given per-sample
-// vectors as a single partial (n_parts = n_splits = 1). Average pooling, two FCs.
-// Included by both builds, like launch_forward.h.
+// between its launches, or without FC weights for ECA (its k-tap convolution inside the
+// streaming kernels). Each op is one of the four kernels: the reduction ops return their
+// partial sums added in a fixed order; the streaming ops read the given per-sample
+// vectors as a single partial (n_parts = n_splits = 1). Average pooling. Included by
+// both builds, like launch_forward.h.
 #pragma once
 
 #include <ATen/ops/empty_like.h>
@@ -126,8 +127,7 @@ inline std::tuple<at::Tensor, at::Tensor> split_squeeze_backward(
 
 // (dx, d_residual): dx = g * gain * gate(logits) + (grad_z1 @ W1) / HW (without w1:
 // grad_z1 / HW, or with taps the convolution's transpose of grad_z1 / HW), g masked by
-// the ReLU epilogue; d_residual is the masked g (written only
-// with a residual and ReLU).
+// the ReLU epilogue; d_residual is the masked g (written only with a residual and ReLU).
 inline std::tuple<at::Tensor, at::Tensor> split_excite_backward(
     const at::Tensor& grad_y, const at::Tensor& x, const std::optional<at::Tensor>& out,
     const std::optional<at::Tensor>& w1, const at::Tensor& logits, const at::Tensor& grad_logits,

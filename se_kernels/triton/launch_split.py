@@ -1,8 +1,9 @@
 """Host side of the Triton split ops (schemas in ``csrc/se_ops.cpp``): the fused op cut at
 the bottleneck so that a batch-coupled step (a training-mode BatchNorm on ``[N, R]``)
-runs between its launches. Each op is one kernel of ``launch.py``; the reduction ops add
+runs between its launches, or without FC weights for ECA (its k-tap convolution inside
+the streaming kernels). Each op is one kernel of ``launch.py``; the reduction ops add
 their partial sums in a fixed order, the streaming ops read the given per-sample vectors
-as a single partial. Average pooling, two FCs.
+as a single partial. Average pooling.
 """
 
 from __future__ import annotations
