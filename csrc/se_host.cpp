@@ -43,7 +43,7 @@ Options parse_options(std::string_view pool, std::string_view act, std::string_v
   o.pool = parse_name<Pool>("pool", pool, {{"avg", Pool::Avg}, {"avgmax", Pool::AvgMax}});
   // "leaky_relu:<slope>": leaky_relu with that negative slope (plain "leaky_relu": 0.01).
   constexpr std::string_view kLeaky = "leaky_relu:";
-  o.act_slope = 0.01f;
+  o.act_slope = kDefaultLeakySlope;
   if (act.substr(0, kLeaky.size()) == kLeaky) {
     const std::string number(act.substr(kLeaky.size()));
     char* end = nullptr;
@@ -173,6 +173,17 @@ Problem check_forward(const at::Tensor& x, const at::Tensor& w1,
   return Problem{N, C, HW, R1, has_fc2};
 }
 
+namespace {
+
+// A given per-sample float32 input of the split ops: [N, C] (channels) or [N, R1].
+struct SmallInput {
+  const char* name;
+  const at::Tensor& tensor;
+  bool channels;
+};
+
+// x, whichever FC weight the op takes (w1 [R, C] or w2 [C, R]; with neither, R1 = C and
+// has_fc2 is false), b2, residual, and the given small tensors.
 Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
                     const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
                     const std::optional<at::Tensor>& residual,
@@ -201,6 +212,8 @@ Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
   return Problem{N, C, HW, R1, has_w1 || has_w2};
 }
 
+// ECA's convolution taps ([k], k odd) and their optional one-element bias, for a split
+// op without FC weights.
 void check_taps(const std::optional<at::Tensor>& taps, const std::optional<at::Tensor>& bias,
                 const Problem& p, const at::Tensor& x) {
   const bool has_taps = taps.has_value() && taps->defined();
@@ -219,6 +232,7 @@ void check_taps(const std::optional<at::Tensor>& taps, const std::optional<at::T
   }
 }
 
+// grad_y like x, and the forward output like x when the ReLU epilogue needs it.
 void check_grad_and_out(const at::Tensor& grad_y, const std::optional<at::Tensor>& out,
                         const at::Tensor& x, const Options& opts) {
   expect("grad_y", grad_y, x.sizes(), x.scalar_type(), x);
@@ -226,6 +240,51 @@ void check_grad_and_out(const at::Tensor& grad_y, const std::optional<at::Tensor
     expect("out (the forward output, needed by out_act='relu')",
            out.has_value() ? *out : at::Tensor(), x.sizes(), x.scalar_type(), x);
   }
+}
+
+}  // namespace
+
+Problem check_split_squeeze(const at::Tensor& x, const std::optional<at::Tensor>& w1) {
+  Problem p = check_split(x, w1, std::nullopt, std::nullopt, std::nullopt, {});
+  if (!(w1.has_value() && w1->defined())) p.R1 = 0;
+  return p;
+}
+
+Problem check_split_excite(const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& z1,
+                           const std::optional<at::Tensor>& w2,
+                           const std::optional<at::Tensor>& b2,
+                           const std::optional<at::Tensor>& residual,
+                           const std::optional<at::Tensor>& taps,
+                           const std::optional<at::Tensor>& taps_bias) {
+  const Problem p = check_split(x, std::nullopt, w2, b2, residual,
+                                {{"pooled", pooled, true}, {"z1", z1, false}});
+  check_taps(taps, taps_bias, p, x);
+  return p;
+}
+
+Problem check_split_squeeze_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                                     const std::optional<at::Tensor>& out,
+                                     const std::optional<at::Tensor>& w2,
+                                     const at::Tensor& logits, const Options& opts) {
+  const Problem p = check_split(x, std::nullopt, w2, std::nullopt, std::nullopt,
+                                {{"logits", logits, true}});
+  check_grad_and_out(grad_y, out, x, opts);
+  return p;
+}
+
+Problem check_split_excite_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                                    const std::optional<at::Tensor>& out,
+                                    const std::optional<at::Tensor>& w1,
+                                    const at::Tensor& logits, const at::Tensor& grad_logits,
+                                    const at::Tensor& grad_z1,
+                                    const std::optional<at::Tensor>& taps, const Options& opts) {
+  const Problem p = check_split(x, w1, std::nullopt, std::nullopt, std::nullopt,
+                                {{"logits", logits, true},
+                                 {"grad_logits", grad_logits, true},
+                                 {"grad_z1", grad_z1, false}});
+  check_taps(taps, std::nullopt, p, x);
+  check_grad_and_out(grad_y, out, x, opts);
+  return p;
 }
 
 Problem check_backward(const at::Tensor& grad_y, const at::Tensor& x,

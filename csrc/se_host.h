@@ -33,35 +33,32 @@ Problem check_forward(const at::Tensor& x, const at::Tensor& w1,
                       const std::optional<at::Tensor>& b2,
                       const std::optional<at::Tensor>& residual);
 
-// A given per-sample float32 input of the split ops: [N, C] (channels) or [N, R1].
-struct SmallInput {
-  const char* name;
-  const at::Tensor& tensor;
-  bool channels;
-};
-
-// The split ops' checks (see csrc/se_ops.cpp): x, whichever FC weight the op takes (w1
-// [R, C] or w2 [C, R]; with neither, R1 = C and has_fc2 is false), b2, residual, and the
-// given small tensors.
-Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
-                    const std::optional<at::Tensor>& w2, const std::optional<at::Tensor>& b2,
-                    const std::optional<at::Tensor>& residual,
-                    std::initializer_list<SmallInput> small);
-
-// ECA's convolution taps ([k], k odd) and its optional one-element bias, for a split op
-// without FC weights.
-void check_taps(const std::optional<at::Tensor>& taps, const std::optional<at::Tensor>& bias,
-                const Problem& p, const at::Tensor& x);
+// The split ops' input checks (schemas in csrc/se_ops.cpp), one per op, shared by the CPU
+// and CUDA backends; se_kernels/options.py check_split_inputs mirrors them.
+// Without w1, split_squeeze pools only: R1 = 0.
+Problem check_split_squeeze(const at::Tensor& x, const std::optional<at::Tensor>& w1);
+Problem check_split_excite(const at::Tensor& x, const at::Tensor& pooled, const at::Tensor& z1,
+                           const std::optional<at::Tensor>& w2,
+                           const std::optional<at::Tensor>& b2,
+                           const std::optional<at::Tensor>& residual,
+                           const std::optional<at::Tensor>& taps,
+                           const std::optional<at::Tensor>& taps_bias);
+Problem check_split_squeeze_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                                     const std::optional<at::Tensor>& out,
+                                     const std::optional<at::Tensor>& w2,
+                                     const at::Tensor& logits, const Options& opts);
+Problem check_split_excite_backward(const at::Tensor& grad_y, const at::Tensor& x,
+                                    const std::optional<at::Tensor>& out,
+                                    const std::optional<at::Tensor>& w1,
+                                    const at::Tensor& logits, const at::Tensor& grad_logits,
+                                    const at::Tensor& grad_z1,
+                                    const std::optional<at::Tensor>& taps, const Options& opts);
 
 // The split ops' options: average pooling (max is not linear, so never split).
 inline Options split_options(std::string_view act, std::string_view gate, double gain,
                              std::string_view out_act) {
   return parse_options("avg", act, gate, gain, out_act);
 }
-
-// grad_y like x, and the forward output like x when the ReLU epilogue needs it.
-void check_grad_and_out(const at::Tensor& grad_y, const std::optional<at::Tensor>& out,
-                        const at::Tensor& x, const Options& opts);
 
 Problem check_backward(const at::Tensor& grad_y, const at::Tensor& x,
                        const std::optional<at::Tensor>& out, const at::Tensor& w1,

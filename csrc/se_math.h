@@ -41,10 +41,9 @@ constexpr float kSqrtHalf = 0.70710678118654752f;     // 1/sqrt(2)
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;   // 1/sqrt(2 pi)
 constexpr float kSqrt2OverPi = 0.79788456080286536f;  // sqrt(2/pi)
 constexpr float kGeluKappa = 0.044715f;
-constexpr float kLeakySlope = 0.01f;  // F.leaky_relu's default
 
 // slope: leaky_relu's negative slope (Options::act_slope).
-SE_HOST_DEVICE float act_forward(float z, Act act, float slope = kLeakySlope) {
+SE_HOST_DEVICE float act_forward(float z, Act act, float slope = kDefaultLeakySlope) {
   switch (act) {
     case Act::Relu: return relu(z);
     case Act::Silu: return z * sigmoid(z);
@@ -64,7 +63,7 @@ SE_HOST_DEVICE float act_forward(float z, Act act, float slope = kLeakySlope) {
 // d act / dz at the pre-activation z, with torch's conventions at the kinks: relu 0 at 0,
 // relu6 0 at 0 and 6 (hardtanh), hard_swish z/3 + 1/2 strictly inside (-3, 3), 0 at -3
 // and 1 at 3 (measured on torch 2.14's hardswish_backward).
-SE_HOST_DEVICE float act_grad(float z, Act act, float slope = kLeakySlope) {
+SE_HOST_DEVICE float act_grad(float z, Act act, float slope = kDefaultLeakySlope) {
   switch (act) {
     case Act::Relu: return z > 0.0f ? 1.0f : 0.0f;
     case Act::Silu: {

@@ -11,6 +11,7 @@ enum class Act : int {
   Identity = 0, Relu = 1, Silu = 2, Relu6 = 3, Gelu = 4, GeluTanh = 5, HardSwish = 6,
   Mish = 7, Tanh = 8, Sigmoid = 9, LeakyRelu = 10  // "leaky_relu" (0.01) or "leaky_relu:<slope>"
 };
+constexpr float kDefaultLeakySlope = 0.01f;  // F.leaky_relu's default, plain "leaky_relu"
 enum class Gate : int { Sigmoid = 0, HardSigmoid = 1, Tanh = 2 };
 
 struct Options {

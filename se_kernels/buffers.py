@@ -67,3 +67,9 @@ def backward_outputs(x: torch.Tensor, r1: int, has_fc2: bool, write_d_residual: 
         x.new_empty((n, r1), dtype=_F32),
         x.new_empty((n, c), dtype=_F32) if has_fc2 else _empty(x),
     )
+
+
+def no_fc1_weight(x: torch.Tensor) -> torch.Tensor:
+    """The FC1 weight of ``split_squeeze(x, None)``: ``[0, C]``, so it pools only (its fc1
+    output is ``[N, 0]``)."""
+    return x.new_empty((0, x.shape[1] if x.dim() == 4 else 0), dtype=_F32)

@@ -73,9 +73,10 @@ def _fold_batchnorm(w1: torch.Tensor, b1: Optional[torch.Tensor], bn: nn.BatchNo
 
 
 def se_weights(module: nn.Module, spec: SESpec, channels: Optional[int] = None):
-    """(w1, b1, w2, b2) of an SE module as the kernels take them: a bottleneck BatchNorm
+    """(w1, b1, w2, b2) of an SE module as the fused op takes them: a bottleneck BatchNorm
     (eval) folded into FC1; an ECA channel convolution as its [C, C] banded matrix (and a
-    CECA bias broadcast over the channels), which needs ``channels``."""
+    CECA bias broadcast over the channels), which needs ``channels`` (gate_stats reads ECA
+    gates this way; the kernels run ECA through efficient_channel_attention)."""
     fc1 = getattr(module, spec.fc1)
     w1, b1 = fc1.weight, fc1.bias
     if spec.channel_conv is not None:
@@ -124,8 +125,9 @@ class FusedSE(nn.Module):
         return sources
 
     def _weights(self, channels: Optional[int] = None):
-        """(w1, b1, w2, b2) for the kernels; ``channels`` (C of the input) is needed by ECA,
-        whose channel convolution becomes a [C, C] banded matrix."""
+        """(w1, b1, w2, b2) as ``se_weights`` gives them; ``channels`` (C of the input) only
+        for ECA, whose gate ``gate_stats`` reads through the [C, C] banded matrix (the
+        kernels run ECA through its own op, see forward)."""
         return se_weights(self, self.se_spec, channels)
 
     def forward(self, x: torch.Tensor, residual: Optional[torch.Tensor] = None,
@@ -147,13 +149,11 @@ class FusedSE(nn.Module):
             return efficient_channel_attention(
                 x, conv.weight, conv.bias, padding=spec.channel_conv, gate=spec.gate,
                 residual=residual, out_act=out_act, backend=self.backend)
-        channels = x.shape[1]
         if InferencePath.usable():
-            call = self._inference.entry(x, self.backend, self._weight_sources(),
-                                         lambda: self._weights(channels))
+            call = self._inference.entry(x, self.backend, self._weight_sources(), self._weights)
             if call is not None:
                 return call(x, residual, spec.pool, spec.act, spec.gate, 1.0, out_act)
-        return squeeze_excite(x, *self._weights(channels), pool=spec.pool, act=spec.act, gate=spec.gate,
+        return squeeze_excite(x, *self._weights(), pool=spec.pool, act=spec.act, gate=spec.gate,
                               residual=residual, out_act=out_act, backend=self.backend)
 
     def __prepare_scriptable__(self):

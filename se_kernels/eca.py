@@ -25,7 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from .autograd_rules import _layout_safe
 from .backends import resolve_backend
-from .options import GATES, OUT_ACTS, mergeable
+from .options import check_options, mergeable
 from .reference import apply_gate, channel_conv, channel_conv_tap_grads, onnx_exporting
 from .split_ops import split_ops
 
@@ -108,9 +108,7 @@ def efficient_channel_attention(
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {list(PADDINGS)}, got {padding!r}")
-    if gate not in GATES or out_act not in OUT_ACTS:
-        raise ValueError(f"gate must be one of {list(GATES)} and out_act one of "
-                         f"{list(OUT_ACTS)}, got {gate!r} and {out_act!r}")
+    check_options("avg", "identity", gate, out_act, gain)
     k = weight.numel()
     if weight.dim() not in (1, 3) or k % 2 == 0 or weight.shape[-1] != k:
         raise ValueError(f"weight must be [1, 1, k] or [k] with k odd, got {list(weight.shape)}")

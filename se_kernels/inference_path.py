@@ -79,7 +79,7 @@ class InferencePath:
         ``(w1, b1, w2, b2)`` from them.
         """
         try:
-            key = (x.device, x.dtype, x.shape[1], backend, *map(_source_key, sources))
+            key = (x.device, x.dtype, backend, *map(_source_key, sources))
         except RuntimeError:  # inference tensors as parameters have no version counter
             return None
         entry = self._entry

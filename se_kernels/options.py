@@ -8,10 +8,8 @@ strings themselves (``csrc/se_host.cpp``) into the enums of ``csrc/se_options.h`
 
 from __future__ import annotations
 
-import dataclasses
 import math
-
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -45,6 +43,8 @@ def parse_act(act: str) -> tuple[str, float]:
 def leaky_relu_act(slope: float) -> str:
     """The act option for leaky_relu with this negative slope (exact: repr round-trips)."""
     return "leaky_relu" if slope == LEAKY_SLOPE else f"{LEAKY_PREFIX}{float(slope)!r}"
+
+
 GATES = {"sigmoid": 0, "hard_sigmoid": 1, "tanh": 2}
 OUT_ACTS = {"identity": 0, "relu": 1}
 
@@ -286,7 +286,7 @@ def check_split_inputs(
         torch._check_value(b2 is None, lambda: "b2 was given but w2 is None; the gate takes z1 itself")
         w1 = x.new_empty((), dtype=torch.float32).expand(C, C)
     s = check_inputs(x, w1, None, w2, b2, residual, "avg", act, gate, gain, out_act, kernel=True)
-    s = dataclasses.replace(s, has_fc2=has_fc)
+    s = replace(s, has_fc2=has_fc)
     if grad_y is not None:
         _expect("grad_y", grad_y, tuple(x.shape), x.dtype, x.device)
         if out_act == "relu":

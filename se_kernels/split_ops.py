@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .backends import PROBE
-from .buffers import backward_outputs
+from .buffers import backward_outputs, no_fc1_weight
 from .options import check_split_inputs
 from .reference import apply_act, apply_gate, channel_conv, channel_conv_transpose
 from .reference_ops import _accumulation_dtype, _derivative
@@ -47,14 +47,9 @@ class SplitOps:
     excite_backward: Callable
 
 
-def _no_w1(x: Tensor) -> Tensor:
-    """split_squeeze without FC1 runs as FC1 of width 0."""
-    return x.new_empty((0, x.shape[1] if x.dim() == 4 else 0), dtype=torch.float32)
-
-
 # Fakes: the same checks as the ops, then the output shapes.
 def _squeeze_fake(x, w1):
-    s = check_split_inputs(x, w1=_no_w1(x) if w1 is None else w1)
+    s = check_split_inputs(x, w1=no_fc1_weight(x) if w1 is None else w1)
     return x.new_empty((s.N, s.C), dtype=torch.float32), x.new_empty((s.N, s.R1), dtype=torch.float32)
 
 
@@ -90,7 +85,7 @@ def _masked(grad_y: Tensor, out: Optional[Tensor], out_act: str, acc: torch.dtyp
 
 def _squeeze_reference(x, w1):
     pooled = x.to(_accumulation_dtype(x)).mean((2, 3))
-    w1 = _no_w1(x) if w1 is None else w1
+    w1 = no_fc1_weight(x) if w1 is None else w1
     return pooled, pooled @ w1.to(pooled.dtype).t()
 
 

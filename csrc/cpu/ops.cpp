@@ -183,9 +183,7 @@ Plan split_plan(const Problem& p, bool cl, const at::Tensor& x) {
 
 std::tuple<at::Tensor, at::Tensor> split_squeeze_cpu(const at::Tensor& x_in,
                                                      const std::optional<at::Tensor>& w1) {
-  Problem p = check_split(x_in, w1, std::nullopt, std::nullopt, std::nullopt, {});
-  const bool has_w1 = w1.has_value() && w1->defined();
-  if (!has_w1) p.R1 = 0;
+  const Problem p = check_split_squeeze(x_in, w1);
   at::Tensor pooled = float_buffer(x_in, {p.N, p.C}), fc1 = float_buffer(x_in, {p.N, p.R1});
   if (p.N == 0) return {pooled, fc1};
   const bool cl = choose_channels_last(x_in);
@@ -208,9 +206,7 @@ std::tuple<at::Tensor, at::Tensor> split_excite_cpu(
     double gain, c10::string_view out_act, const std::optional<at::Tensor>& taps,
     const std::optional<at::Tensor>& taps_bias, bool circular) {
   const Options opts = split_options(act, gate, gain, out_act);
-  const Problem p = check_split(x_in, std::nullopt, w2, b2, residual,
-                                {{"pooled", pooled, true}, {"z1", z1, false}});
-  check_taps(taps, taps_bias, p, x_in);
+  const Problem p = check_split_excite(x_in, pooled, z1, w2, b2, residual, taps, taps_bias);
   const bool cl = choose_channels_last(x_in);
   const at::Tensor x = in_layout(x_in, cl);
   const bool has_residual = residual.has_value() && residual->defined();
@@ -242,9 +238,7 @@ std::tuple<at::Tensor, at::Tensor> split_squeeze_backward_cpu(
     const std::optional<at::Tensor>& w2, const at::Tensor& logits, c10::string_view gate,
     double gain, c10::string_view out_act) {
   const Options opts = split_options("identity", gate, gain, out_act);
-  const Problem p = check_split(x_in, std::nullopt, w2, std::nullopt, std::nullopt,
-                                {{"logits", logits, true}});
-  check_grad_and_out(grad_y, out, x_in, opts);
+  const Problem p = check_split_squeeze_backward(grad_y, x_in, out, w2, logits, opts);
   at::Tensor grad_logits = float_buffer(x_in, {p.N, p.C});
   at::Tensor grad_h = float_buffer(x_in, {p.N, p.has_fc2 ? p.R1 : 0});
   if (p.N == 0) return {grad_logits, grad_h};
@@ -272,12 +266,8 @@ std::tuple<at::Tensor, at::Tensor> split_excite_backward_cpu(
     c10::string_view gate, double gain, c10::string_view out_act,
     const std::optional<at::Tensor>& taps, bool circular) {
   const Options opts = split_options("identity", gate, gain, out_act);
-  const Problem p = check_split(x_in, w1, std::nullopt, std::nullopt, std::nullopt,
-                                {{"logits", logits, true},
-                                 {"grad_logits", grad_logits, true},
-                                 {"grad_z1", grad_z1, false}});
-  check_taps(taps, std::nullopt, p, x_in);
-  check_grad_and_out(grad_y, out, x_in, opts);
+  const Problem p =
+      check_split_excite_backward(grad_y, x_in, out, w1, logits, grad_logits, grad_z1, taps, opts);
   const bool write_d_residual = has_residual && opts.out_relu;
   auto outputs = backward_outputs(x_in, p, write_d_residual);
   auto& [dx_out, d_residual_out, unused_fc1, unused_fc2] = outputs;

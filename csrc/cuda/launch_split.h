@@ -28,13 +28,13 @@ inline Geometry single_part_geometry(const Problem& p, const Plan& plan) {
 // Without w1: pooled, and fc1 [N, 0].
 inline std::tuple<at::Tensor, at::Tensor> split_squeeze(const at::Tensor& x,
                                                         const std::optional<at::Tensor>& w1) {
-  Problem p = check_split(x, w1, std::nullopt, std::nullopt, std::nullopt, {});
-  const bool has_w1 = w1.has_value() && w1->defined();
-  if (!has_w1) p.R1 = 0;
+  const Problem p = check_split_squeeze(x, w1);
   if (p.N == 0) return {float_buffer(x, {0, p.C}), float_buffer(x, {0, p.R1})};
   const DeviceGuard guard(x.device());
   const HWStrides xs = kernel_strides("x", x);
   const Plan plan = make_plan(p, xs, true, sm_count(x), {x});
+  // Without w1 the kernel's FC1 has no rows; it still gets a (zero-size) weight array.
+  const bool has_w1 = w1.has_value() && w1->defined();
   const at::Tensor w1f = has_w1 ? as_float(w1) : float_buffer(x, {0, p.C});
   const std::vector<at::Tensor> scratch = float_buffers(
       x, {{p.N, plan.n_splits, p.C}, {p.N, plan.n_parts(), p.R1}, {0}});
@@ -61,9 +61,7 @@ inline std::tuple<at::Tensor, at::Tensor> split_excite(
     const std::optional<at::Tensor>& taps, const std::optional<at::Tensor>& taps_bias,
     bool circular) {
   const Options opts = split_options(act, gate, gain, out_act);
-  const Problem p = check_split(x, std::nullopt, w2, b2, residual,
-                                {{"pooled", pooled, true}, {"z1", z1, false}});
-  check_taps(taps, taps_bias, p, x);
+  const Problem p = check_split_excite(x, pooled, z1, w2, b2, residual, taps, taps_bias);
   at::Tensor y = at::empty_like(x), logits = float_buffer(x, {p.N, p.C});
   if (p.N == 0) return {y, logits};
   const DeviceGuard guard(x.device());
@@ -100,9 +98,7 @@ inline std::tuple<at::Tensor, at::Tensor> split_squeeze_backward(
     const std::optional<at::Tensor>& w2, const at::Tensor& logits, c10::string_view gate,
     double gain, c10::string_view out_act) {
   const Options opts = split_options("identity", gate, gain, out_act);
-  const Problem p = check_split(x, std::nullopt, w2, std::nullopt, std::nullopt,
-                                {{"logits", logits, true}});
-  check_grad_and_out(grad_y, out, x, opts);
+  const Problem p = check_split_squeeze_backward(grad_y, x, out, w2, logits, opts);
   const int64_t width_h = p.has_fc2 ? p.R1 : 0;
   if (p.N == 0) return {float_buffer(x, {0, p.C}), float_buffer(x, {0, width_h})};
   const DeviceGuard guard(x.device());
@@ -135,12 +131,8 @@ inline std::tuple<at::Tensor, at::Tensor> split_excite_backward(
     c10::string_view out_act, const std::optional<at::Tensor>& taps, bool circular) {
   // act 'identity': grad_z1 is already dL/dz1, the kernel's act' is 1.
   const Options opts = split_options("identity", gate, gain, out_act);
-  const Problem p = check_split(x, w1, std::nullopt, std::nullopt, std::nullopt,
-                                {{"logits", logits, true},
-                                 {"grad_logits", grad_logits, true},
-                                 {"grad_z1", grad_z1, false}});
-  check_taps(taps, std::nullopt, p, x);
-  check_grad_and_out(grad_y, out, x, opts);
+  const Problem p =
+      check_split_excite_backward(grad_y, x, out, w1, logits, grad_logits, grad_z1, taps, opts);
   const bool write_d_residual = has_residual && opts.out_relu;
   // grad_fc1 / grad_fc2 of the fused op's outputs are rewritten copies here: scratch.
   auto [dx, d_residual, grad_fc1_copy, grad_fc2_copy] = backward_outputs(x, p, write_d_residual);

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..buffers import backward_outputs, float_buffers
+from ..buffers import backward_outputs, float_buffers, no_fc1_weight
 from ..options import check_split_inputs
 from .launch import (_device_guard, launch_excite, launch_excite_backward, launch_squeeze,
                      launch_squeeze_backward, plan_for)
@@ -28,7 +28,7 @@ def split_squeeze(x: Tensor, w1: Optional[Tensor]) -> tuple[Tensor, Tensor]:
     """``(pooled [N, C], fc1 = pooled @ W1^T [N, R1])``, float32 (FC1's bias is the caller's);
     without w1, fc1 is ``[N, 0]``."""
     if w1 is None:
-        w1 = x.new_empty((0, x.shape[1] if x.dim() == 4 else 0), dtype=torch.float32)
+        w1 = no_fc1_weight(x)
     s = check_split_inputs(x, w1=w1)
     if s.N == 0:
         return x.new_empty((0, s.C), dtype=torch.float32), x.new_empty((0, s.R1), dtype=torch.float32)
