@@ -50,6 +50,10 @@ PATHS = [
          cuda=lambda p, c: p.r_chunks == 2, triton=lambda p, c: p.r_chunks > 1),
     Path("ese-rows-past-one-chunk", Case(N=1, C=1030, H=2, W=2, two_fc=False),
          cuda=lambda p, c: p.r_chunks == 2, triton=lambda p, c: p.r_chunks > 1),
+    # CPU: FC2 (in_f = R <= 64) on transposed 16-output tiles, a tail tile and a tail
+    # block of inputs; FC1 (in_f = C > 64) as dot products; the sigmoid gate vectorised
+    # with a tail vector
+    Path("fc-narrow-tiles", Case(N=3, C=100, H=3, W=3, R=40)),
     Path("backward-rows-past-the-threads", Case(N=2, C=8, H=3, W=3, R=300),
          cuda=lambda p, c: c.R > p.threads),
     Path("several-channel-blocks", Case(N=2, C=130, H=3, W=3, R=8, layout="channels_last"),

@@ -10,6 +10,7 @@
 
 #include "../se_math.h"
 #include "abi.h"
+#include "gate_rows.h"
 #include "linear.h"
 #include "stages.h"
 #include "vec_io.h"
@@ -107,11 +108,10 @@ struct BackwardKernel {
     const int64_t rows = n1 - n0;
     // dL/d(gate input), written straight into the output it ends up in.
     float* d_logit = (p.has_fc2 ? grad_fc2 : grad_fc1) + n0 * p.C;
-    for (int64_t n = n0; n < n1; ++n) {
+    gate_rows(scale + n0 * p.C, gate_in + n0 * p.C, rows * p.C, o.gate, o.gain);  // as forward's
+    for (int64_t n = n0; a.phase != Phase::Excite && n < n1; ++n) {
       for (int64_t c = 0; c < p.C; ++c) {
         const float z = gate_in[n * p.C + c];
-        scale[n * p.C + c] = o.gain * gate_forward(z, o.gate);
-        if (a.phase == Phase::Excite) continue;
         float ds = 0.0f;
         for (int64_t s = 0; s < n_splits; ++s) ds += d_part[(n * n_splits + s) * p.C + c];
         d_logit[(n - n0) * p.C + c] = ds * o.gain * gate_grad(z, o.gate);

@@ -7,6 +7,7 @@
 
 #include "../se_math.h"
 #include "abi.h"
+#include "gate_rows.h"
 #include "linear.h"
 #include "stages.h"
 #include "vec_io.h"
@@ -122,8 +123,7 @@ struct ForwardKernel {
       }
       logits = conv;
     }
-    float* s_rows = scale + n0 * p.C;
-    for (int64_t i = 0; i < rows * p.C; ++i) s_rows[i] = o.gain * gate_forward(logits[i], o.gate);
+    gate_rows(scale + n0 * p.C, logits, rows * p.C, o.gate, o.gain);
   }
 
   void stream(int64_t row0, int64_t row1) const {
