@@ -156,6 +156,21 @@ def test_eca_op_matches_float64_truth(backend, layout, dtype, case):
         assert_within_tolerance(f"d{name}", a, t)
 
 
+@pytest.mark.parametrize("out_act", ["identity", "relu"])
+def test_eca_empty_batch(backend, out_act):
+    """N = 0: empty outputs of the right shape and zero tap gradients, no kernel run."""
+    device = backend_device(backend)
+    x = torch.randn(0, 16, 4, 4, device=device).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    weight = torch.randn(1, 1, 3, device=device, requires_grad=True)
+    residual = torch.randn(0, 16, 4, 4, device=device, requires_grad=True)
+    y = se_kernels.efficient_channel_attention(x, weight, residual=residual, out_act=out_act,
+                                               backend=backend)
+    dx, dw, dr = torch.autograd.grad(y.sum(), [x, weight, residual])
+    assert y.shape == dx.shape == dr.shape == (0, 16, 4, 4)
+    assert torch.equal(dw, torch.zeros_like(weight))
+
+
 def test_eca_gradcheck_float64():
     gen = torch.Generator().manual_seed(5)
     t = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64,  # noqa: E731

@@ -269,15 +269,21 @@ std::tuple<at::Tensor, at::Tensor> split_excite_backward_cpu(
   const Problem p =
       check_split_excite_backward(grad_y, x_in, out, w1, logits, grad_logits, grad_z1, taps, opts);
   const bool write_d_residual = has_residual && opts.out_relu;
-  auto outputs = backward_outputs(x_in, p, write_d_residual);
-  auto& [dx_out, d_residual_out, unused_fc1, unused_fc2] = outputs;
-  if (p.N == 0) return {dx_out, d_residual_out};
+  if (p.N == 0) {
+    auto empty = backward_outputs(x_in, p, write_d_residual);
+    return {std::get<0>(empty), std::get<1>(empty)};
+  }
   const bool cl = choose_channels_last(x_in);
   const at::Tensor x = in_layout(x_in, cl), g = in_layout(grad_y, cl);
   const at::Tensor o = opts.out_relu ? in_layout(*out, cl) : at::Tensor();
   const at::Tensor w1f = as_float(w1), gate_in = as_float(logits), dz1 = as_float(grad_z1),
                    taps_f = as_float(taps);
+  // Before the outputs, as in every other op here (see ScratchFloats): allocated after
+  // dx, it left dx on top of the heap, which glibc trimmed on free and the next call
+  // page-faulted back in.
   ScratchFloats scratch(x, {p.N * p.C, p.N * p.C, p.N * p.C});  // scale, d_pooled, d_mean
+  auto outputs = backward_outputs(x_in, p, write_d_residual);
+  auto& [dx_out, d_residual_out, unused_fc1, unused_fc2] = outputs;
   OutputInLayout dx(dx_out, cl), d_res(d_residual_out, cl);
   kernel_table().backward(BackwardArgs{
       .dtype = dtype_of(x), .g = g.data_ptr(), .x = x.data_ptr(), .out = data_or_null(o),
