@@ -4,17 +4,20 @@
     python -m benchmarks.e2e             # GPU: bf16, channels_last, batch 64, 224x224
 
 Reports img/s for inference and for a training step (forward, loss, backward, SGD
-step), and how much of the possible gain conversion captures: each SE model also runs
-with every SE module replaced by an identity ("without SE"), so
+step), the speedup over the original model (on the CPU the median of the per-round ratios,
+with their 20th-80th percentiles: see ``timing.paired_speedup``), and how much of the
+possible gain conversion captures: each SE model also runs with every SE module replaced
+by an identity ("without SE"), so
 
-    se_share = (t_original - t_without_se) / t_original   (eager SE time over model time)
-    captured = (t_original - t_se_kernels) / (t_original - t_without_se)
+    se_share = 1 - 1 / speedup(without SE)    i.e. (t_original - t_without_se) / t_original
+    captured = (1 - 1 / speedup(se_kernels)) / se_share
+                                            i.e. (t_original - t_se_kernels) / (t_original - t_without_se)
 
 with forward and backward of the SE layers both counted in a training step. A third copy
 ("pool+scale only") replaces each SE module by ``x * x.mean((2, 3))``: the two passes over
 x that a two-launch kernel keeps, so ``original - pool+scale only`` is what fusing the small
-ops can save at most. Also the SE overhead of seresnet50 over resnet50 when both run. Writes e2e.csv / e2e.json next to
-the se_layer results.
+ops can save at most. Also the SE overhead of seresnet50 over resnet50 when both run.
+Writes e2e.csv / e2e.json next to the se_layer results.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from tqdm import tqdm
 import se_kernels
 
 from .environment import device_slug, metadata
-from .timing import time_all, time_cpu
+from .timing import paired_speedup, time_all, time_cpu
 
 MODELS = ("seresnet50", "efficientnet_b0", "mobilenetv3_large_100", "resnet50")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -145,17 +148,16 @@ def main(argv=None) -> list[dict]:
             timings = time_cpu(calls, rounds=15 if args.quick else 31, round_ms=100.0)
         else:
             timings = time_all(calls, args.device, args.quick)
-        base = timings["original"].median_ms
-        no_se = timings.get("without SE")
-        share = None if no_se is None else (base - no_se.median_ms) / base
+        speedups = {label: paired_speedup(timings["original"], t) for label, t in timings.items()}
+        # From the paired speedups, so that 1 / (1 - share) is the "without SE" speedup.
+        share = 1 - 1 / speedups["without SE"][0] if "without SE" in speedups else None
         for label, t in timings.items():
-            gain = None if no_se is None else (base - t.median_ms) / (base - no_se.median_ms)
+            speedup, lo, hi = speedups[label]
+            gain = None if share is None else (1 - 1 / speedup) / share
             rows.append(dict(model=name, mode=mode, variant=label, batch=batch,
                              dtype=args.dtype, median_ms=t.median_ms, p20_ms=t.p20_ms,
                              p80_ms=t.p80_ms, img_per_s=batch / t.median_ms * 1e3,
-                             speedup=base / t.median_ms,
-                             speedup_p20_p80=(timings["original"].p20_ms / t.p80_ms,
-                                              timings["original"].p80_ms / t.p20_ms),
+                             speedup=speedup, speedup_p20_p80=(lo, hi),
                              se_share=share, captured=gain))
     overhead = se_overhead(rows)
     for r in rows:

@@ -2,7 +2,9 @@
 
 GPU: triton.testing.do_bench (CUDA events, warm-up, cache flush), median and the
 20th/80th percentiles. CPU: shared machines drift by 2x within a minute, so providers
-are timed in interleaved rounds and every quantile is taken over rounds.
+are timed in interleaved rounds and every quantile is taken over rounds; a speedup is then
+taken round by round (:func:`paired_speedup`), between calls timed a fraction of a second
+apart.
 """
 
 from __future__ import annotations
@@ -18,13 +20,25 @@ class Timing:
     median_ms: float
     p20_ms: float
     p80_ms: float
+    samples_ms: tuple[float, ...] = ()  # per round, CPU only
 
 
 def _quantiles(samples_ms: list[float]) -> Timing:
     if len(samples_ms) == 1:
-        return Timing(samples_ms[0], samples_ms[0], samples_ms[0])
+        return Timing(samples_ms[0], samples_ms[0], samples_ms[0], tuple(samples_ms))
     q = statistics.quantiles(samples_ms, n=10, method="inclusive")
-    return Timing(statistics.median(samples_ms), q[1], q[7])
+    return Timing(statistics.median(samples_ms), q[1], q[7], tuple(samples_ms))
+
+
+def paired_speedup(base: Timing, other: Timing) -> tuple[float, float, float]:
+    """(median, p20, p80) of base / other. With interleaved rounds, of the ratio in each
+    round: drift that slows both calls of a round cancels, where a ratio of medians with
+    crossed quantiles would count it twice. Without rounds (GPU), the ratio of medians and
+    of crossed quantiles."""
+    if base.samples_ms and len(base.samples_ms) == len(other.samples_ms):
+        r = _quantiles([b / o for b, o in zip(base.samples_ms, other.samples_ms)])
+        return r.median_ms, r.p20_ms, r.p80_ms
+    return base.median_ms / other.median_ms, base.p20_ms / other.p80_ms, base.p80_ms / other.p20_ms
 
 
 def time_gpu(fns: dict[str, Callable[[], object]], rep_ms: int = 100) -> dict[str, Timing]:
