@@ -35,6 +35,10 @@ def setup_context(ctx, inputs: tuple, output: tuple, backward_op: Callable) -> N
     ctx.save_for_backward(x, y if out_act == "relu" else None, w1, w2, b1, b2, pooled,
                           pooled_max, fc1_out, fc2_out)
     ctx.mark_non_differentiable(pooled, pooled_max, fc1_out, fc2_out)
+    # The four small outputs never get a gradient: without this autograd would fill a
+    # zero tensor for each on every backward call. grad_y may then be None (a zero
+    # gradient: gradgradcheck sends one); backward returns no gradients for it.
+    ctx.set_materialize_grads(False)
 
 
 def setup_context_for(backward_op: Callable) -> Callable:
@@ -81,6 +85,8 @@ def _backward_with_graph(ctx, grad_y: torch.Tensor) -> tuple:
 
 def backward(ctx, grad_y: Optional[torch.Tensor], *_unused) -> tuple:
     """Gradients for the 11 forward-op inputs (None for the option arguments)."""
+    if grad_y is None:  # y's gradient is zero: so are all the others
+        return (None,) * N_FORWARD_ARGS
     if torch.is_grad_enabled():  # create_graph=True: autograd needs this backward's graph
         return _backward_with_graph(ctx, grad_y)
     x, out, w1, w2, _b1, _b2, pooled, pooled_max, fc1_out, fc2_out = ctx.saved_tensors

@@ -5,7 +5,8 @@
   contract in plain torch ops, which take float64);
 - on each kernel backend, the first backward stays fused, and a second backward
   (create_graph=True) matches the float64 truth;
-- a WGAN-GP-style gradient penalty step on a converted model matches the original model.
+- a WGAN-GP-style gradient penalty step on a converted model matches the original model;
+- a backward makes no zero gradients for the forward op's non-differentiable outputs.
 """
 
 from __future__ import annotations
@@ -139,3 +140,17 @@ def test_gradient_penalty_step_on_a_converted_model(backend_name):
 
     assert truth.norm() > 0
     assert rel(got) <= 2 * rel(eager) + 1e-5, f"error {rel(got):.2e}, eager {rel(eager):.2e}"
+
+
+def test_backward_materialises_no_gradients_for_the_small_outputs():
+    """The forward op's pooled / FC outputs never get a gradient: a backward builds no zero
+    tensors for them (four per layer and step, each a dispatcher call)."""
+    require_backend("cpu")
+    case = Case(N=2, C=7, H=4, W=4, R=3, act="silu")
+    inputs = make_inputs(case, "cpu")
+    y = run_se(inputs, case, "cpu")
+    with torch.profiler.profile() as prof:
+        y.backward(torch.ones_like(y))
+    names = [e.name for e in prof.events()]
+    assert "SEFunctionBackward" in names
+    assert not [n for n in names if n.startswith("aten::zeros")], names
