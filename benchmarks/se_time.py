@@ -10,8 +10,9 @@ each SE time is also given in *passes*: SE time / half the copy time. A two-laun
 layer makes 3 passes forward (x twice, y) and 4-5 backward (g and x; g again, dx), so
 ``passes`` shows how close the converted layers are to that floor, and what a
 whole-model target would ask of them. The copy runs alone and warm; inside a model a pass
-costs more (its output lands on freshly mapped pages: a training step of
-EfficientNet-B0 at batch 8 takes 10-30K minor page faults, original and converted alike).
+costs more (inputs saved since the forward are cold, and some outputs land on freshly
+mapped pages: a training step of EfficientNet-B0 at batch 8 takes 10-30K minor page
+faults, original and converted alike).
 Hooks add a few microseconds per module, which matters at batch 1 only. In a converted
 ResNet block the SE module also does the shortcut add and the ReLU, and its backward
 window can hold the shortcut's (see SEClock): for SE-ResNets the two models' SE times are
@@ -33,6 +34,8 @@ from se_kernels.convert import FusedSE
 
 from .e2e import build, step_fn
 from .environment import metadata
+from .providers import copy_call
+from .timing import time_cpu
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -88,15 +91,9 @@ class SEClock:
 
 def copy_ms(shapes: list[torch.Size], rounds: int) -> float:
     """Median time of one copy_ of every SE input (channels_last, fp32), all layers."""
-    pairs = [(torch.randn(s).contiguous(memory_format=torch.channels_last),
-              torch.empty(s).contiguous(memory_format=torch.channels_last)) for s in shapes]
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for src, dst in pairs:
-            dst.copy_(src)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    copies = [copy_call(torch.randn(s).contiguous(memory_format=torch.channels_last)) for s in shapes]
+    timing = time_cpu({"copy": lambda: [c() for c in copies]}, rounds=rounds, round_ms=0.0)
+    return timing["copy"].median_ms
 
 
 def main(argv=None) -> dict:

@@ -13,6 +13,7 @@ def test_paired_speedup_cancels_drift_shared_by_a_round():
     # Without rounds (GPU timings): ratio of medians, crossed quantiles.
     assert paired_speedup(Timing(2.0, 1.5, 3.0), Timing(1.0, 0.5, 1.5)) == (2.0, 1.0, 6.0)
 
+
 def test_time_cpu_keeps_one_sample_per_round():
     timings = time_cpu({"a": lambda: None, "b": lambda: None}, rounds=7, round_ms=0.1)
     assert [len(t.samples_ms) for t in timings.values()] == [7, 7]
