@@ -75,7 +75,7 @@ class SEClock:
     def __init__(self, model: torch.nn.Module) -> None:
         self.forward_s = self.backward_s = 0.0
         # (module, input shape, residual shape or None, out_act) per SE call, recorded by
-        # the first step: what ``layers_alone`` replays.
+        # the first step: what ``se_call`` and ``run_alone`` replay.
         self.calls: list[tuple] = []
         self.recording = True
         for module in model.modules():
