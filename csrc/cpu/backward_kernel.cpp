@@ -4,6 +4,9 @@
 //   sample: d_logit = gain*ds*gate', dh = W2^T d_logit, dz1 = dh*act', dp = W1^T dz1
 //           (small GEMMs over the samples);
 //   stream: dx = g*gain*s + dp/HW (+ the max share), and the masked residual grad.
+// With a ReLU epilogue and a shortcut, the fused call writes the masked g (the shortcut's
+// gradient, an output anyway) in the reduce pass, and the stream pass reads that one
+// tensor instead of g and the saved output: 6 passes over the activations, not 7.
 // The weight and bias gradients are small GEMMs over the batch, done by the caller.
 #include <algorithm>
 #include <vector>
@@ -34,12 +37,16 @@ struct BackwardKernel {
   int64_t n_splits = a.plan.n_splits;
 
   bool avgmax() const { return o.pool == Pool::AvgMax; }
+  // The whole backward in this call (not a split op's half) with a masked residual grad:
+  // reduce stores it, stream reads it instead of masking g again.
+  bool masked_in_reduce() const { return a.phase == Phase::All && d_residual != nullptr; }
 
-  // g with the epilogue's ReLU mask applied, for n elements at offset i: zero where the
-  // saved output is <= 0; a NaN output keeps its gradient, as torch's relu backward.
+  // The gradient at src with the epilogue's ReLU mask applied, for n elements at offset i:
+  // zero where the saved output is <= 0; a NaN output keeps its gradient, as torch's relu
+  // backward.
   template <bool RELU>
-  fVec masked_grad(int64_t i, int64_t n) const {
-    const fVec gv = load(g + i, n);
+  fVec masked_grad(const T* src, int64_t i, int64_t n) const {
+    const fVec gv = load(src + i, n);
     if constexpr (!RELU) return gv;
     const fVec zero(0.0f);
     return fVec::blendv(gv, zero, load(out + i, n) <= zero);
@@ -47,12 +54,15 @@ struct BackwardKernel {
 
   void reduce(int64_t n, int64_t c0, int64_t c1, int64_t split, int64_t hw0, int64_t hw1) const {
     with_static_flags(
-        [&](auto cl, auto relu, auto max) { reduce_block<cl, relu, max>(n, c0, c1, split, hw0, hw1); },
-        channels_last, o.out_relu, avgmax());
+        [&](auto cl, auto relu, auto store, auto max) {
+          reduce_block<cl, relu, store, max>(n, c0, c1, split, hw0, hw1);
+        },
+        channels_last, o.out_relu, masked_in_reduce(), avgmax());
   }
 
-  // Per-channel sum of g*x (and count of max positions) over [c0, c1) x [hw0, hw1).
-  template <bool CL, bool RELU, bool MAX>
+  // Per-channel sum of g*x (and count of max positions) over [c0, c1) x [hw0, hw1);
+  // STORE: the masked g also goes to d_residual.
+  template <bool CL, bool RELU, bool STORE, bool MAX>
   void reduce_block(int64_t n, int64_t c0, int64_t c1, int64_t split, int64_t hw0, int64_t hw1) const {
     const fVec zero(0.0f);
     auto finish = [&](int64_t c, float gx, float tie_count) {
@@ -65,8 +75,9 @@ struct BackwardKernel {
         const fVec peak(MAX ? pooled_max[n * p.C + c] : 0.0f);
         fVec gx[4] = {zero, zero, zero, zero}, count[4] = {zero, zero, zero, zero};
         for_vectors_x4(hw1 - hw0, [&](int lane, int64_t i, int64_t len) {
-          const fVec xv = load(x + base + i, len);
-          gx[lane] = at::vec::fmadd(masked_grad<RELU>(base + i, len), xv, gx[lane]);
+          const fVec xv = load(x + base + i, len), gv = masked_grad<RELU>(g, base + i, len);
+          if constexpr (STORE) store(d_residual + base + i, gv, len);
+          gx[lane] = at::vec::fmadd(gv, xv, gx[lane]);
           if constexpr (MAX) count[lane] += fVec::set(zero, xv.eq(peak), len);
         });
         finish(c, sum_lanes(combine4(gx)), sum_lanes(combine4(count)));
@@ -77,8 +88,9 @@ struct BackwardKernel {
       const float* peak = pooled_max + n * p.C + c0;
       int64_t base = (n * p.HW + hw0) * C + c0, hw = hw0;
       auto fold_row = [&](int64_t at, int64_t i, int64_t len, fVec& acc, fVec& ties) {
-        const fVec xv = load(x + at + i, len);
-        acc = at::vec::fmadd(masked_grad<RELU>(at + i, len), xv, acc);
+        const fVec xv = load(x + at + i, len), gv = masked_grad<RELU>(g, at + i, len);
+        if constexpr (STORE) store(d_residual + at + i, gv, len);
+        acc = at::vec::fmadd(gv, xv, acc);
         if constexpr (MAX) ties += xv.eq(load(peak + i, len));
       };
       for (; hw + kRowsAtOnce <= hw1; hw += kRowsAtOnce, base += kRowsAtOnce * C) {
@@ -150,16 +162,20 @@ struct BackwardKernel {
   }
 
   void stream(int64_t row0, int64_t row1) const {
+    // Masked in the reduce pass: read that back, already masked and already written.
+    const bool reread = masked_in_reduce();
+    const T* src = reread ? d_residual : g;
     with_static_flags(
         [&](auto cl, auto relu, auto write_res, auto max) {
-          stream_rows<cl, relu, write_res, max>(row0, row1);
+          stream_rows<cl, relu, write_res, max>(src, row0, row1);
         },
-        channels_last, o.out_relu, d_residual != nullptr, avgmax());
+        channels_last, o.out_relu && !reread, d_residual != nullptr && !reread, avgmax());
   }
 
-  // dx (and the masked residual grad) over rows of the contiguous dimension.
+  // dx (and the masked residual grad) over rows of the contiguous dimension, from the
+  // gradient at src.
   template <bool CL, bool RELU, bool WRITE_RESIDUAL, bool MAX>
-  void stream_rows(int64_t row0, int64_t row1) const {
+  void stream_rows(const T* src, int64_t row0, int64_t row1) const {
     const int64_t len = CL ? p.C : p.HW;
     const fVec zero(0.0f);
     for (int64_t row = row0; row < row1; ++row) {
@@ -171,7 +187,7 @@ struct BackwardKernel {
         return CL ? load(v + first + i, n) : fVec(v[first]);
       };
       for_vectors(len, [&](int64_t i, int64_t n) {
-        const fVec gv = masked_grad<RELU>(base + i, n);
+        const fVec gv = masked_grad<RELU>(src, base + i, n);
         if constexpr (WRITE_RESIDUAL) store(d_residual + base + i, gv, n);
         fVec d = at::vec::fmadd(gv, channel_vec(scale, i, n), channel_vec(d_mean, i, n));
         if constexpr (MAX) {
