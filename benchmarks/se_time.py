@@ -135,7 +135,7 @@ def run_alone(calls: list[tuple], params: list[torch.Tensor], train: bool) -> Ca
     model order, then (training) every backward in reverse order, so each call's saved
     input is as cold as in the model; it returns (forward ms, backward ms). Gradients are
     set to None between runs, untimed, as the step's ``zero_grad(set_to_none=True)`` does."""
-    grads = [channels_last(shape) for _, _, shape in calls]
+    grads = [channels_last(shape) for _, _, shape in calls] if train else []
     leaves = [t for _, inputs, _ in calls for t in inputs] + params
 
     def run() -> tuple[float, float]:
@@ -180,8 +180,10 @@ def main(argv=None) -> dict:
         alone["epilogue"] = run_alone([epilogue_call(*f, train) for f in fused], [], train)
     for run in alone.values():
         run()
-    copies = [copy_call(channels_last(shape)) for shape in runs["original"][0].shapes]
-    extra = {"copy": [], **{f"{k}_{d}": [] for k in alone for d in ("forward", "backward")}}
+    shapes = runs["original"][0].shapes
+    copies = [copy_call(channels_last(shape)) for shape in shapes]
+    copy_ms: list[float] = []
+    alone_ms: dict[str, list[tuple[float, float]]] = {key: [] for key in alone}  # (forward, backward)
     for _ in range(args.rounds):  # interleaved: one step of each model per round, then the rest
         for clock, step, samples in runs.values():
             clock.reset()
@@ -193,15 +195,13 @@ def main(argv=None) -> dict:
         start = time.perf_counter()
         for c in copies:
             c()
-        extra["copy"].append((time.perf_counter() - start) * 1e3)
+        copy_ms.append((time.perf_counter() - start) * 1e3)
         for key, run in alone.items():
-            forward_ms, backward_ms = run()
-            extra[f"{key}_forward"].append(forward_ms)
-            extra[f"{key}_backward"].append(backward_ms)
-    shapes = runs["original"][0].shapes
-    pass_ms = statistics.median(extra["copy"]) / 2
+            alone_ms[key].append(run())
+    pass_ms = statistics.median(copy_ms) / 2
     pass_mb = sum(s.numel() for s in shapes) * 4 / 1e6
-    print(f"{args.model}, {args.mode}, batch {args.batch}, fp32 channels_last, {metadata('cpu')['device']}: "
+    meta = metadata("cpu")
+    print(f"{args.model}, {args.mode}, batch {args.batch}, fp32 channels_last, {meta['device']}: "
           f"{len(shapes)} SE layers, {pass_mb:.1f} MB per pass over their inputs, "
           f"{pass_ms:.2f} ms per pass (half a copy_ of them)")
 
@@ -219,8 +219,8 @@ def main(argv=None) -> dict:
               f"{describe(med['se_forward'], med['se_backward'])}, {100 * se_ms / med['step']:.1f}% of the step")
     labels = {"alone": "converted SE layers alone (no model around them)",
               "epilogue": "the eager shortcut add + ReLU they fuse, alone"}
-    for key in alone:
-        forward_ms, backward_ms = (statistics.median(extra[f"{key}_{d}"]) for d in ("forward", "backward"))
+    for key, samples in alone_ms.items():
+        forward_ms, backward_ms = (statistics.median(column) for column in zip(*samples))
         result[key] = dict(se_forward=forward_ms, se_backward=backward_ms, se_ms=forward_ms + backward_ms)
         print(f"  {labels[key]}: {describe(forward_ms, backward_ms)}")
     if args.target:
@@ -237,7 +237,7 @@ def main(argv=None) -> dict:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"se_time-{args.model}-{args.mode}-b{args.batch}.json"
         args_out = {k: str(v) for k, v in vars(args).items()}
-        path.write_text(json.dumps({"metadata": metadata("cpu"), "args": args_out, **result}, indent=1))
+        path.write_text(json.dumps({"metadata": meta, "args": args_out, **result}, indent=1))
         print(f"wrote {path}")
     return result
 
