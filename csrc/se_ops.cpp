@@ -44,10 +44,19 @@
                "str gate, float gain, str out_act, Tensor? taps=None, bool circular=False) " \
                "-> (Tensor dx, Tensor d_residual)")
 
+// The FC weights' and biases' gradients from the backward op's grad_fc1_out / grad_fc2_out
+// and the forward's pooled / fc1_out (act recomputes FC2's input), each shaped and typed
+// like its parameter, [0] when the parameter is absent. CPU only (csrc/cpu/fc_grads.cpp):
+// on other devices se_kernels/autograd_rules.py computes them with torch ops.
+#define SE_FC_GRADS_SIGNATURE                                                                \
+  "(Tensor grad_fc1, Tensor grad_fc2, Tensor pooled, Tensor fc1_out, Tensor w1, Tensor? b1, " \
+  "Tensor? w2, Tensor? b2, str act) -> (Tensor, Tensor, Tensor, Tensor)"
+
 TORCH_LIBRARY(se_kernels, m) {
   m.def("forward" SE_FORWARD_SIGNATURE);
   m.def("infer" SE_INFER_SIGNATURE);
   m.def("backward" SE_BACKWARD_SIGNATURE);
+  m.def("fc_grads" SE_FC_GRADS_SIGNATURE);
   m.def("sim_forward" SE_FORWARD_SIGNATURE);
   m.def("sim_infer" SE_INFER_SIGNATURE);
   m.def("sim_backward" SE_BACKWARD_SIGNATURE);

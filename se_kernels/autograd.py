@@ -12,13 +12,15 @@ import torch
 
 from . import autograd_rules
 from .ops import backend_ops, call_without_autograd
+from .options import as_matrix
 
 
 class SEFunction(torch.autograd.Function):
     """Fused SE on an explicit kernel backend.
 
     ``SEFunction.apply(x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act,
-    backend)`` with 2-D weights and a resolved backend name (``"cuda"``, ``"triton"``,
+    backend)`` with weights ``[out, in]`` or 1x1 conv weights ``[out, in, 1, 1]`` (their
+    gradients come back in the same shape) and a resolved backend name (``"cuda"``, ``"triton"``,
     ``"cpu"``, ``"cuda_sim"``, or ``"reference"`` for the same contract in plain torch ops,
     float64 included) returns ``(y, pooled, pooled_max, fc1_out, fc2_out)``; only ``y`` is
     differentiable. Twice differentiable: a backward with ``create_graph=True`` runs as
@@ -46,7 +48,10 @@ class SEFunction(torch.autograd.Function):
         # arguments through inspect.signature, which costs more than a small kernel.
         ops = backend_ops(backend)
         inputs = (x, w1, b1, w2, b2, residual, pool, act, gate, gain, out_act)
-        outputs = call_without_autograd(ops.forward, *inputs)
+        # The op takes 2-D weights; views made here, where autograd records nothing, so
+        # a conv weight's gradient needs no view node of its own in the backward graph.
+        matrices = (as_matrix("w1", w1), b1, None if w2 is None else as_matrix("w2", w2))
+        outputs = call_without_autograd(ops.forward, x, *matrices, *inputs[4:])
         autograd_rules.setup_context(ctx, inputs, outputs, ops.backward)
         return outputs
 

@@ -17,8 +17,9 @@ from typing import Callable, Optional
 
 import torch
 
+from .fc_grads import fc_grads
 from .options import hw_strides
-from .reference import apply_act, se_stages
+from .reference import se_stages
 
 # Forward-op arguments after x: w1, b1, w2, b2, residual, pool, act, gate, gain, out_act.
 N_FORWARD_ARGS = 11
@@ -31,7 +32,6 @@ def setup_context(ctx, inputs: tuple, output: tuple, backward_op: Callable) -> N
     ctx.backward_op = backward_op
     ctx.options = (pool, act, gate, gain, out_act)
     ctx.has_residual = residual is not None
-    ctx.bias_dtypes = (None if b1 is None else b1.dtype, None if b2 is None else b2.dtype)
     ctx.save_for_backward(x, y if out_act == "relu" else None, w1, w2, b1, b2, pooled,
                           pooled_max, fc1_out, fc2_out)
     ctx.mark_non_differentiable(pooled, pooled_max, fc1_out, fc2_out)
@@ -48,6 +48,12 @@ def setup_context_for(backward_op: Callable) -> Callable:
         setup_context(ctx, inputs, output, backward_op)
 
     return _setup
+
+
+def _matrix(w: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A saved weight as the ops take it: ``[out, in]`` (SEFunction saves 1x1 conv weights
+    ``[out, in, 1, 1]`` as they came)."""
+    return w if w is None or w.dim() == 2 else w.flatten(1)
 
 
 def _layout_safe(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -74,7 +80,7 @@ def _backward_with_graph(ctx, grad_y: torch.Tensor) -> tuple:
     grads: list = [None] * 5
     if wanted:
         xf = x.to(acc)
-        scale = se_stages(xf, w1, b1, w2, b2, pool=pool, act=act, gate=gate, gain=gain).scale
+        scale = se_stages(xf, _matrix(w1), b1, _matrix(w2), b2, pool=pool, act=act, gate=gate, gain=gain).scale
         found = torch.autograd.grad(xf * scale[:, :, None, None], [inputs[i] for i in wanted],
                                     grad_y.to(acc), create_graph=True, allow_unused=True)
         for i, g in zip(wanted, found):
@@ -89,22 +95,17 @@ def backward(ctx, grad_y: Optional[torch.Tensor], *_unused) -> tuple:
         return (None,) * N_FORWARD_ARGS
     if torch.is_grad_enabled():  # create_graph=True: autograd needs this backward's graph
         return _backward_with_graph(ctx, grad_y)
-    x, out, w1, w2, _b1, _b2, pooled, pooled_max, fc1_out, fc2_out = ctx.saved_tensors
+    x, out, w1, w2, b1, b2, pooled, pooled_max, fc1_out, fc2_out = ctx.saved_tensors
     pool, act, gate, gain, out_act = ctx.options
     needs = ctx.needs_input_grad
     grad_y = _layout_safe(grad_y, x)
     dx, d_residual, grad_fc1, grad_fc2 = ctx.backward_op(
-        grad_y, x, out, w1, w2, pooled_max, fc1_out, fc2_out, ctx.has_residual,
+        grad_y, x, out, _matrix(w1), _matrix(w2), pooled_max, fc1_out, fc2_out, ctx.has_residual,
         pool, act, gate, gain, out_act,
     )
-    b1_dtype, b2_dtype = ctx.bias_dtypes
-    gw1 = (grad_fc1.t() @ pooled).to(w1.dtype) if needs[1] else None
-    gb1 = grad_fc1.sum(0).to(b1_dtype) if needs[2] else None
-    gw2 = gb2 = None
-    if w2 is not None:
-        gw2 = (grad_fc2.t() @ apply_act(fc1_out, act)).to(w2.dtype) if needs[3] else None
-        gb2 = grad_fc2.sum(0).to(b2_dtype) if needs[4] else None
+    gw1, gb1, gw2, gb2 = fc_grads(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2, act)
     g_res = None
     if needs[5]:
         g_res = d_residual if out_act == "relu" else grad_y
-    return (dx if needs[0] else None, gw1, gb1, gw2, gb2, g_res) + (None,) * 5
+    return (dx if needs[0] else None, gw1 if needs[1] else None, gb1 if needs[2] else None,
+            gw2 if needs[3] else None, gb2 if needs[4] else None, g_res) + (None,) * 5

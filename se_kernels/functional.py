@@ -62,8 +62,6 @@ def squeeze_excite(
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    w1 = as_matrix("w1", w1)
-    w2 = None if w2 is None else as_matrix("w2", w2)
     check_options(pool, act, gate, out_act, gain)  # the schema takes any str and float
     # Exported to ONNX: plain torch ops, for which ONNX has standard ops.
     name = "reference" if onnx_exporting() else resolve_backend(backend, x)
@@ -72,11 +70,16 @@ def squeeze_excite(
                                         gain=gain, residual=residual, out_act=out_act)
     # The op checks the tensors itself, before any kernel runs: csrc/se_host.cpp for the
     # C++ ops, launch.py for Triton, the fake implementations under torch.compile.
-    args = (mergeable(x), w1, b1, w2, b2, mergeable(residual), pool, act, gate, float(gain),
-            out_act)
-    if torch.jit.is_tracing():  # one graph node, differentiable through the op's autograd
+    options = (pool, act, gate, float(gain), out_act)
+    tracing = torch.jit.is_tracing()
+    if not tracing and torch.is_grad_enabled() and any(
+            getattr(t, "requires_grad", False) for t in (x, w1, b1, w2, b2, residual)):
+        # The weights go in as given ([R, C, 1, 1] conv weights too): SEFunction takes
+        # their 2-D views itself, so the graph holds no view nodes to run backward through.
+        return SEFunction.apply(mergeable(x), w1, b1, w2, b2, mergeable(residual), *options,
+                                name)[0]
+    args = (mergeable(x), as_matrix("w1", w1), b1, None if w2 is None else as_matrix("w2", w2),
+            b2, mergeable(residual), *options)
+    if tracing:  # one graph node, differentiable through the op's autograd
         return backend_ops(name).forward(*args)[0]
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                       for t in (x, w1, b1, w2, b2, residual)):
-        return SEFunction.apply(*args, name)[0]
     return backend_ops(name).infer(*args)  # no graph to build: y only, nothing saved

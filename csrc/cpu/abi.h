@@ -15,7 +15,7 @@
 
 namespace se_kernels::cpu {
 
-constexpr uint32_t kAbiVersion = 3;
+constexpr uint32_t kAbiVersion = 4;
 
 enum class DType : int { Float, Half, BFloat16 };
 
@@ -90,16 +90,40 @@ struct BackwardArgs {
   bool circular;
 };
 
+// The FC weights' gradients from the backward op's small outputs (the fc_grads op):
+// gw1 = grad_fc1^T pooled, gb1 = sum_n grad_fc1, gw2 = grad_fc2^T act(fc1_out),
+// gb2 = sum_n grad_fc2. All row-major float32.
+struct FcGradArgs {
+  const float* grad_fc1;  // [N, R1]
+  const float* grad_fc2;  // [N, C] (two-FC)
+  const float* pooled;    // [N, C]
+  const float* fc1_out;   // [N, R1]
+  float* gw1;             // [R1, C]
+  float* gb1;             // [R1] or null
+  float* gw2;             // [C, R1] (two-FC)
+  float* gb2;             // [C] or null
+  float* grad_fc1_t;      // [R1, N] scratch
+  float* grad_fc2_t;      // [C, N] scratch (two-FC)
+  float* hidden;          // [N, R1] scratch (two-FC)
+  int64_t N, C, R1;
+  bool has_fc2;  // false: single FC, no gw2 / gb2
+  Act act;
+  float act_slope;
+};
+
 struct KernelTable {
   uint32_t abi_version;
   const char* isa;
   void (*forward)(const ForwardArgs&);
   void (*backward)(const BackwardArgs&);
+  void (*fc_grads)(const FcGradArgs&);
 };
 
-// Defined in each kernel library (forward_kernel.cpp, backward_kernel.cpp).
+// Defined in each kernel library (forward_kernel.cpp, backward_kernel.cpp,
+// fc_grads_kernel.cpp).
 void forward_kernel(const ForwardArgs& args);
 void backward_kernel(const BackwardArgs& args);
+void fc_grads_kernel(const FcGradArgs& args);
 
 }  // namespace se_kernels::cpu
 

@@ -16,6 +16,7 @@ se_kernels_cpu_kernel_table() {
       .isa = SE_EXPAND_STRING(SE_CPU_ISA),
       .forward = &forward_kernel,
       .backward = &backward_kernel,
+      .fc_grads = &fc_grads_kernel,
   };
   return &table;
 }

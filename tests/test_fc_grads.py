@@ -1,0 +1,135 @@
+"""The FC weights' gradients: the CPU ``se_kernels::fc_grads`` op against the float64
+formula, its torch.library contract and errors, and the backward graph of a layer with
+1x1 conv weights (no view nodes between the kernel and the parameters)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from conftest import assert_within_tolerance, require_backend
+
+import se_kernels
+from se_kernels.fc_grads import fc_grads, fc_grads_torch
+from se_kernels.options import ACTS
+
+NAMES = ("gw1", "gb1", "gw2", "gb2")
+
+
+def _fc_inputs(N, C, R, *, two_fc=True, bias=True, conv=False, weight_dtype=torch.float32):
+    gen = torch.Generator().manual_seed(N * 1000 + C + R)
+
+    def randn(*shape, dtype=torch.float32):
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    r1 = R if two_fc else C
+    w1 = randn(r1, C, dtype=weight_dtype)
+    w2 = randn(C, r1, dtype=weight_dtype) if two_fc else None
+    if conv:
+        w1 = w1[:, :, None, None]
+        w2 = None if w2 is None else w2[:, :, None, None]
+    return dict(grad_fc1=randn(N, r1), grad_fc2=randn(N, C) if two_fc else torch.empty(0),
+                pooled=randn(N, C), fc1_out=randn(N, r1) * 2, w1=w1,
+                b1=randn(r1, dtype=weight_dtype) if bias else None, w2=w2,
+                b2=randn(C, dtype=weight_dtype) if bias and two_fc else None)
+
+
+def _float64(args: dict) -> dict:
+    return {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+
+
+def _check_against_float64(args: dict, act: str) -> None:
+    got = fc_grads(**args, act=act)
+    truth = fc_grads_torch(**_float64(args), act=act)
+    params = (args["w1"], args["b1"], args["w2"], args["b2"])
+    for name, g, t, param in zip(NAMES, got, truth, params):
+        if param is None:
+            assert g is None and t is None, name
+            continue
+        assert g.shape == param.shape and g.dtype == param.dtype, (name, g.shape, g.dtype)
+        assert g.is_contiguous(), name
+        assert_within_tolerance(name, g, t, zero_ok="no samples" if args["pooled"].shape[0] == 0 else None)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_ops():
+    require_backend("cpu")
+
+
+@pytest.mark.parametrize("act", [*ACTS, "leaky_relu:0.2"])
+def test_every_act_matches_float64(act):
+    _check_against_float64(_fc_inputs(3, 37, 5), act)
+
+
+@pytest.mark.parametrize("N,C,R", [(1, 3, 1), (2, 67, 8), (5, 1000, 63), (8, 2048, 128), (0, 7, 3)])
+@pytest.mark.parametrize("two_fc,bias,conv", [
+    (True, True, True), (True, False, False), (False, True, True), (False, False, False)])
+def test_shapes_and_parameters_match_float64(N, C, R, two_fc, bias, conv):
+    """Odd sizes (vector tails; the threaded split of the rows at the large ones), single
+    FC (eSE: no gw2 / gb2), no biases, 2-D and 1x1 conv weights, an empty batch."""
+    _check_against_float64(_fc_inputs(N, C, R, two_fc=two_fc, bias=bias, conv=conv), "silu")
+
+
+@pytest.mark.parametrize("weight_dtype", [torch.float16, torch.bfloat16])
+def test_reduced_precision_parameters_get_gradients_of_their_dtype(weight_dtype):
+    _check_against_float64(_fc_inputs(4, 67, 8, conv=True, weight_dtype=weight_dtype), "relu")
+
+
+def test_the_op_is_used_and_deterministic():
+    args = _fc_inputs(8, 1000, 63)
+    op = torch.ops.se_kernels.fc_grads.default
+    first = op(**args, act="gelu")
+    with torch.profiler.profile() as prof:
+        second = fc_grads(**args, act="gelu")
+    assert "se_kernels::fc_grads" in [e.name for e in prof.events()]
+    for name, a, b in zip(NAMES, first, second):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("two_fc,bias,conv", [(True, True, True), (False, False, False)])
+def test_opcheck(two_fc, bias, conv):
+    args = _fc_inputs(3, 19, 4, two_fc=two_fc, bias=bias, conv=conv)
+    torch.library.opcheck(torch.ops.se_kernels.fc_grads.default, (), {**args, "act": "silu"})
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(pooled=torch.randn(3, 37, dtype=torch.float64)), "pooled must be a contiguous float32"),
+    (dict(grad_fc1=torch.randn(3, 6)), "grad_fc1 must be a contiguous float32 CPU tensor of shape \\[3, 5\\]"),
+    (dict(fc1_out=torch.randn(5, 3).t()), "fc1_out must be a contiguous"),
+    (dict(w1=torch.randn(5, 36)), "w1 must be a CPU tensor of shape"),
+    (dict(w1=torch.randn(5, 37, 1)), "w1 must be a CPU tensor of shape \\[R1, C\\] or"),
+    (dict(w2=torch.randn(37, 5).t()), "w2 must be a CPU tensor of shape \\[C, R1\\]"),
+    (dict(b1=torch.randn(4)), "b1 must be a CPU tensor of shape \\[R1\\]"),
+    (dict(grad_fc2=torch.randn(3, 36)), "grad_fc2 must be"),
+    (dict(b2=torch.randn(36)), "b2 must be a CPU tensor of shape \\[C\\]"),
+])
+def test_bad_inputs_name_the_argument(change, message):
+    args = {**_fc_inputs(3, 37, 5), **change}
+    with pytest.raises(ValueError, match=message):
+        torch.ops.se_kernels.fc_grads(**args, act="silu")
+    with pytest.raises(ValueError, match="act must be one of"):
+        torch.ops.se_kernels.fc_grads(**_fc_inputs(3, 37, 5), act="swish")
+
+
+def test_conv_weights_reach_their_parameters_without_view_nodes():
+    """A module's [R, C, 1, 1] weights go into SEFunction as they are: the backward graph
+    links the SE node straight to the parameters' AccumulateGrad (four view nodes fewer
+    per layer and step), and the gradients have the parameters' shapes and values."""
+    module = se_kernels.SqueezeExcite(37, rd_channels=5, act="silu", backend="cpu")
+    x = torch.randn(3, 37, 4, 5, requires_grad=True)
+    y = module(x)
+    edges = {id(fn.variable): type(fn).__name__
+             for fn, _ in y.grad_fn.next_functions if fn is not None and hasattr(fn, "variable")}
+    for p in module.parameters():
+        assert edges.get(id(p)) == "AccumulateGrad", [type(fn).__name__ for fn, _ in y.grad_fn.next_functions]
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    ref = [p.detach().double().requires_grad_() for p in module.parameters()]
+    x64 = x.detach().double().requires_grad_()
+    y64 = se_kernels.squeeze_excite_reference(x64, *ref, act="silu")
+    truth = torch.autograd.grad(y64, [x64, *ref], grad.double())
+    for name, p, t in zip(("dx", *NAMES), itertools.chain([x], module.parameters()), truth):
+        assert p.grad.shape == p.shape, name
+        assert_within_tolerance(name, p.grad, t)
