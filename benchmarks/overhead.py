@@ -2,6 +2,7 @@
 
     python -m benchmarks.overhead              # MobileNetV3-Large's first SE layer, 1x72x2x2
     python -m benchmarks.overhead --threads 2 --hw 7
+    python -m benchmarks.overhead --train      # forward + backward, train mode
 
 At this size the kernels do almost no work, so each figure is the fixed cost of its
 layer of the call stack: the eager timm module; the converted module (``convert_model``,
@@ -11,11 +12,18 @@ its Python autograd kernel (which every call passes, even under ``no_grad``) and
 (as SEFunction calls it); and the infer op (y only) that the modules and the functional call use when no graph is built.
 On a GPU the calls are queued back to back, so the figures are host time per call while
 the kernels keep up. Interleaved rounds; median and 20th/80th percentiles in us.
+
+``--train``: one forward and backward (``y.backward(g)``, the autograd engine's start
+included in every row) of the eager module and of the converted module in train mode,
+the input and all four parameters requiring grad; and, as the floor under them, the
+three ops a converted layer's training call runs (forward, backward, fc_grads) called
+directly, below autograd.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 
 import torch
 from torch import nn
@@ -24,6 +32,7 @@ import se_kernels
 from se_kernels.adapters import is_known_se
 from se_kernels.backends import resolve_backend
 from se_kernels.convert import FusedSE
+from se_kernels.fc_grads import fc_grads
 from se_kernels.ops import backend_ops, call_without_autograd
 from se_kernels.options import as_matrix
 
@@ -38,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--hw", type=int, default=2, help="spatial size H = W")
     p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--train", action="store_true", help="forward + backward in train mode")
     return p.parse_args(argv)
 
 
@@ -78,14 +88,59 @@ def calls(device: str, batch: int, hw: int) -> dict:
     return out
 
 
+def train_calls(device: str, batch: int, hw: int) -> dict:
+    """Forward + backward of one layer per call: eager, converted, and the ops alone."""
+    eager = first_se_layer().to(device).train()
+    converted = se_kernels.convert_model(nn.Sequential(copy.deepcopy(eager)), backend="auto")[0]
+    channels = eager.conv_reduce.in_channels
+    x = torch.randn(batch, channels, hw, hw, device=device).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    grad = torch.randn_like(x)
+    spec = converted.se_spec
+    ops = backend_ops(resolve_backend("auto", x))
+    fc1, fc2 = converted.conv_reduce, converted.conv_expand
+    w1, w2 = as_matrix("w1", fc1.weight.detach()), as_matrix("w2", fc2.weight.detach())
+    b1, b2 = fc1.bias.detach(), fc2.bias.detach()
+    options = (spec.pool, spec.act, spec.gate, 1.0, "identity")
+
+    def ops_alone():
+        xd = x.detach()
+        _, pooled, pooled_max, fc1_out, fc2_out = call_without_autograd(
+            ops.forward, xd, w1, b1, w2, b2, None, *options)
+        _, _, grad_fc1, grad_fc2 = call_without_autograd(
+            ops.backward, grad, xd, None, w1, w2, pooled_max, fc1_out, fc2_out, False, *options)
+        return fc_grads(grad_fc1, grad_fc2, pooled, fc1_out, fc1.weight, b1, fc2.weight, b2, spec.act)
+
+    def step(module):
+        def run():
+            module(x).backward(grad)
+        return run
+
+    grads = []  # every row computes the same layer: the gradients agree
+    for module in (eager, converted):
+        x.grad = None
+        module.zero_grad(set_to_none=True)
+        step(module)()
+        grads.append([x.grad, *(p.grad for p in module.parameters())])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    return {"eager timm module, fwd+bwd": step(eager), "converted module, fwd+bwd": step(converted),
+            "ops alone (fwd, bwd, fc_grads)": ops_alone}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"per-call cost on {metadata(args.device)['device']}, {args.threads} thread(s), "
-          f"x {args.batch}x72x{args.hw}x{args.hw} float32 channels_last")
-    with torch.no_grad():
-        timings = time_cpu(calls(args.device, args.batch, args.hw), rounds=args.rounds,
+          f"x {args.batch}x72x{args.hw}x{args.hw} float32 channels_last"
+          + (", forward + backward" if args.train else ""))
+    if args.train:
+        timings = time_cpu(train_calls(args.device, args.batch, args.hw), rounds=args.rounds,
                            round_ms=20.0)
+    else:
+        with torch.no_grad():
+            timings = time_cpu(calls(args.device, args.batch, args.hw), rounds=args.rounds,
+                               round_ms=20.0)
     for name, t in timings.items():
         print(f"{name:28s} {t.median_ms * 1e3:8.1f} us  (p20 {t.p20_ms * 1e3:.1f}, "
               f"p80 {t.p80_ms * 1e3:.1f})")
