@@ -22,7 +22,7 @@ import torch
 torch.ops.load_library("build/cmake/libse_kernels_ops.so")
 split = ("split_squeeze", "split_excite", "split_squeeze_backward", "split_excite_backward")
 ops = ("forward", "backward", "infer") + split
-wanted = [(prefix + op, "CPU") for op in ops for prefix in ("", "sim_")]
+wanted = [(prefix + op, "CPU") for op in ops for prefix in ("", "sim_")] + [("fc_grads", "CPU")]
 if os.environ["SE_WITH_CUDA"] == "ON":
     wanted += [(op, "CUDA") for op in ops]
 missing = [f"se_kernels::{op} {key}" for op, key in wanted
@@ -36,6 +36,10 @@ args = (x, w1, None, w2, None, None, "avg", "relu", "sigmoid", 1.0, "identity")
 y = torch.ops.se_kernels.forward(*args)[0]
 ref = x * torch.sigmoid(torch.relu(x.mean((2, 3)) @ w1.t()) @ w2.t())[:, :, None, None]
 torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+g1, g2, pooled, z1 = torch.randn(2, 4), torch.randn(2, 8), torch.randn(2, 8), torch.randn(2, 4)
+gw1, _, gw2, _ = torch.ops.se_kernels.fc_grads(g1, g2, pooled, z1, w1, None, w2, None, "relu")
+torch.testing.assert_close(gw1, g1.t() @ pooled, rtol=1e-5, atol=1e-5)
+torch.testing.assert_close(gw2, g2.t() @ torch.relu(z1), rtol=1e-5, atol=1e-5)
 print(f"CMake build OK: registered {', '.join(f'{op} ({key})' for op, key in wanted)}; "
       f"CPU kernels {torch.ops.se_kernels.cpu_isas()} built, {isa} in use and correct")
 PY
