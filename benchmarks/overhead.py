@@ -91,10 +91,10 @@ def calls(device: str, batch: int, hw: int) -> dict:
 def train_calls(device: str, batch: int, hw: int) -> dict:
     """Forward + backward of one layer per call: eager, converted, and the ops alone."""
     eager = first_se_layer().to(device).train()
-    converted = se_kernels.convert_model(nn.Sequential(copy.deepcopy(eager)), backend="auto")[0]
+    converted = se_kernels.convert_model(nn.Sequential(copy.deepcopy(eager)))[0]
     channels = eager.conv_reduce.in_channels
-    x = torch.randn(batch, channels, hw, hw, device=device).contiguous(memory_format=torch.channels_last)
-    x.requires_grad_()
+    x = torch.randn(batch, channels, hw, hw, device=device)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
     grad = torch.randn_like(x)
     spec = converted.se_spec
     ops = backend_ops(resolve_backend("auto", x))
@@ -109,7 +109,8 @@ def train_calls(device: str, batch: int, hw: int) -> dict:
             ops.forward, xd, w1, b1, w2, b2, None, *options)
         _, _, grad_fc1, grad_fc2 = call_without_autograd(
             ops.backward, grad, xd, None, w1, w2, pooled_max, fc1_out, fc2_out, False, *options)
-        return fc_grads(grad_fc1, grad_fc2, pooled, fc1_out, fc1.weight, b1, fc2.weight, b2, spec.act)
+        return fc_grads(grad_fc1, grad_fc2, pooled, fc1_out, fc1.weight, b1, fc2.weight, b2,
+                        spec.act)
 
     def step(module):
         def run():
@@ -124,7 +125,8 @@ def train_calls(device: str, batch: int, hw: int) -> dict:
         grads.append([x.grad, *(p.grad for p in module.parameters())])
     for got, want in zip(*grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    return {"eager timm module, fwd+bwd": step(eager), "converted module, fwd+bwd": step(converted),
+    return {"eager timm module, fwd+bwd": step(eager),
+            "converted module, fwd+bwd": step(converted),
             "ops alone (fwd, bwd, fc_grads)": ops_alone}
 
 

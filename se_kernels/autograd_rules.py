@@ -3,7 +3,8 @@
 
 The backward op returns dx (and the masked residual grad) plus the two small
 gradients ``dL/d(FC1 out)`` ``[N, R1]`` and ``dL/d(FC2 out)`` ``[N, C]``; the weight and
-bias gradients are then two tiny GEMMs over the batch, done here once for all backends.
+bias gradients are then two tiny GEMMs over the batch and two sums (``fc_grads.py``, one
+CPU op call or torch ops), done once here for all backends.
 
 When autograd needs a graph of the backward itself (``create_graph=True``: gradient
 penalties, meta-learning), the backward runs as differentiable torch ops instead: the
@@ -80,7 +81,8 @@ def _backward_with_graph(ctx, grad_y: torch.Tensor) -> tuple:
     grads: list = [None] * 5
     if wanted:
         xf = x.to(acc)
-        scale = se_stages(xf, _matrix(w1), b1, _matrix(w2), b2, pool=pool, act=act, gate=gate, gain=gain).scale
+        scale = se_stages(xf, _matrix(w1), b1, _matrix(w2), b2, pool=pool, act=act, gate=gate,
+                          gain=gain).scale
         found = torch.autograd.grad(xf * scale[:, :, None, None], [inputs[i] for i in wanted],
                                     grad_y.to(acc), create_graph=True, allow_unused=True)
         for i, g in zip(wanted, found):
@@ -100,10 +102,12 @@ def backward(ctx, grad_y: Optional[torch.Tensor], *_unused) -> tuple:
     needs = ctx.needs_input_grad
     grad_y = _layout_safe(grad_y, x)
     dx, d_residual, grad_fc1, grad_fc2 = ctx.backward_op(
-        grad_y, x, out, _matrix(w1), _matrix(w2), pooled_max, fc1_out, fc2_out, ctx.has_residual,
-        pool, act, gate, gain, out_act,
+        grad_y, x, out, _matrix(w1), _matrix(w2), pooled_max, fc1_out, fc2_out,
+        ctx.has_residual, pool, act, gate, gain, out_act,
     )
-    gw1, gb1, gw2, gb2 = fc_grads(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2, act)
+    gw1 = gb1 = gw2 = gb2 = None
+    if any(needs[1:5]):  # frozen SE weights: none to compute
+        gw1, gb1, gw2, gb2 = fc_grads(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2, act)
     g_res = None
     if needs[5]:
         g_res = d_residual if out_act == "relu" else grad_y

@@ -50,7 +50,8 @@ def _check_against_float64(args: dict, act: str) -> None:
             continue
         assert g.shape == param.shape and g.dtype == param.dtype, (name, g.shape, g.dtype)
         assert g.is_contiguous(), name
-        assert_within_tolerance(name, g, t, zero_ok="no samples" if args["pooled"].shape[0] == 0 else None)
+        empty_batch = args["pooled"].shape[0] == 0
+        assert_within_tolerance(name, g, t, zero_ok="no samples" if empty_batch else None)
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +97,8 @@ def test_opcheck(two_fc, bias, conv):
 
 @pytest.mark.parametrize("change,message", [
     (dict(pooled=torch.randn(3, 37, dtype=torch.float64)), "pooled must be a contiguous float32"),
-    (dict(grad_fc1=torch.randn(3, 6)), "grad_fc1 must be a contiguous float32 CPU tensor of shape \\[3, 5\\]"),
+    (dict(grad_fc1=torch.randn(3, 6)),
+     "grad_fc1 must be a contiguous float32 CPU tensor of shape \\[3, 5\\]"),
     (dict(fc1_out=torch.randn(5, 3).t()), "fc1_out must be a contiguous"),
     (dict(w1=torch.randn(5, 36)), "w1 must be a CPU tensor of shape"),
     (dict(w1=torch.randn(5, 37, 1)), "w1 must be a CPU tensor of shape \\[R1, C\\] or"),
@@ -123,7 +125,8 @@ def test_conv_weights_reach_their_parameters_without_view_nodes():
     edges = {id(fn.variable): type(fn).__name__
              for fn, _ in y.grad_fn.next_functions if fn is not None and hasattr(fn, "variable")}
     for p in module.parameters():
-        assert edges.get(id(p)) == "AccumulateGrad", [type(fn).__name__ for fn, _ in y.grad_fn.next_functions]
+        assert edges.get(id(p)) == "AccumulateGrad", [
+            type(fn).__name__ for fn, _ in y.grad_fn.next_functions]
     grad = torch.randn_like(y)
     y.backward(grad)
     ref = [p.detach().double().requires_grad_() for p in module.parameters()]
@@ -133,3 +136,19 @@ def test_conv_weights_reach_their_parameters_without_view_nodes():
     for name, p, t in zip(("dx", *NAMES), itertools.chain([x], module.parameters()), truth):
         assert p.grad.shape == p.shape, name
         assert_within_tolerance(name, p.grad, t)
+
+
+def test_frozen_weights_skip_the_weight_gradients():
+    """With the SE weights frozen only dx is computed (no fc_grads call), the same bits."""
+    module = se_kernels.SqueezeExcite(37, rd_channels=5, backend="cpu")
+    x = torch.randn(3, 37, 4, 5, requires_grad=True)
+    grad = torch.randn(3, 37, 4, 5)
+    module(x).backward(grad)
+    dx_trained = x.grad
+    x.grad = None
+    module.requires_grad_(False)
+    y = module(x)
+    with torch.profiler.profile() as prof:
+        y.backward(grad)
+    assert "se_kernels::fc_grads" not in [e.name for e in prof.events()]
+    assert torch.equal(x.grad, dx_trained)
