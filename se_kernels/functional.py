@@ -70,16 +70,16 @@ def squeeze_excite(
                                         gain=gain, residual=residual, out_act=out_act)
     # The op checks the tensors itself, before any kernel runs: csrc/se_host.cpp for the
     # C++ ops, launch.py for Triton, the fake implementations under torch.compile.
+    x, residual = mergeable(x), mergeable(residual)
     options = (pool, act, gate, float(gain), out_act)
     tracing = torch.jit.is_tracing()
     if not tracing and torch.is_grad_enabled() and any(
             getattr(t, "requires_grad", False) for t in (x, w1, b1, w2, b2, residual)):
         # The weights go in as given ([R, C, 1, 1] conv weights too): SEFunction takes
         # their 2-D views itself, so the graph holds no view nodes to run backward through.
-        return SEFunction.apply(mergeable(x), w1, b1, w2, b2, mergeable(residual), *options,
-                                name)[0]
-    args = (mergeable(x), as_matrix("w1", w1), b1, None if w2 is None else as_matrix("w2", w2),
-            b2, mergeable(residual), *options)
+        return SEFunction.apply(x, w1, b1, w2, b2, residual, *options, name)[0]
+    args = (x, as_matrix("w1", w1), b1, None if w2 is None else as_matrix("w2", w2), b2,
+            residual, *options)
     if tracing:  # one graph node, differentiable through the op's autograd
         return backend_ops(name).forward(*args)[0]
     return backend_ops(name).infer(*args)  # no graph to build: y only, nothing saved

@@ -7,7 +7,8 @@
 // With a ReLU epilogue and a shortcut, the fused call writes the masked g (the shortcut's
 // gradient, an output anyway) in the reduce pass, and the stream pass reads that one
 // tensor instead of g and the saved output: 6 passes over the activations, not 7.
-// The weight and bias gradients are small GEMMs over the batch, done by the caller.
+// The weight and bias gradients are small GEMMs over the batch, done by the caller
+// (se_kernels/fc_grads.py: the fc_grads op, fc_grads_kernel.cpp, on the CPU).
 #include <algorithm>
 #include <vector>
 
