@@ -15,9 +15,12 @@ the kernels keep up. Interleaved rounds; median and 20th/80th percentiles in us.
 
 ``--train``: one forward and backward (``y.backward(g)``, the autograd engine's start
 included in every row) of the eager module and of the converted module in train mode,
-the input and all four parameters requiring grad; and, as the floor under them, the
-three ops a converted layer's training call runs (forward, backward, fc_grads) called
-directly, below autograd.
+the input and all four parameters requiring grad; the two autograd nodes called directly
+with the module's parameters (the C++ one, ``se_kernels::squeeze_excite``, which the
+converted module builds on this backend, and the Python ``SEFunction``, which it built
+before and still builds for Triton and under torch.compile); and, as the floor under them,
+the three ops a training call runs (forward, backward, fc_grads) called directly, below
+autograd.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ import se_kernels
 from se_kernels.adapters import is_known_se
 from se_kernels.backends import resolve_backend
 from se_kernels.convert import FusedSE
+from se_kernels.autograd import SEFunction
 from se_kernels.fc_grads import fc_grads
+from se_kernels.native_autograd import NATIVE_SIM_FLAG, native_op
 from se_kernels.ops import backend_ops, call_without_autograd
 from se_kernels.options import as_matrix
 
@@ -117,17 +122,33 @@ def train_calls(device: str, batch: int, hw: int) -> dict:
             module(x).backward(grad)
         return run
 
+    name = resolve_backend("auto", x)
+    params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+
+    def cpp_node():
+        op = native_op(name)
+        op(x, *params, None, *options, NATIVE_SIM_FLAG[name]).backward(grad)
+
+    def python_node():
+        SEFunction.apply(x, *params, None, *options, name)[0].backward(grad)
+
+    # (the call, the module whose parameters it trains)
+    calls = {"eager timm module, fwd+bwd": (step(eager), eager),
+             "converted module, fwd+bwd": (step(converted), converted),
+             "C++ node (se_kernels::squeeze_excite), fwd+bwd": (cpp_node, converted),
+             "Python node (SEFunction), fwd+bwd": (python_node, converted)}
+    if native_op(name) is None:  # a backend without compiled ops (Triton)
+        del calls["C++ node (se_kernels::squeeze_excite), fwd+bwd"]
     grads = []  # every row computes the same layer: the gradients agree
-    for module in (eager, converted):
+    for run, module in calls.values():
         x.grad = None
         module.zero_grad(set_to_none=True)
-        step(module)()
+        run()
         grads.append([x.grad, *(p.grad for p in module.parameters())])
-    for got, want in zip(*grads):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
-    return {"eager timm module, fwd+bwd": step(eager),
-            "converted module, fwd+bwd": step(converted),
-            "ops alone (fwd, bwd, fc_grads)": ops_alone}
+    for other in grads[1:]:
+        for got, want in zip(other, grads[0]):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    return {**{k: run for k, (run, _) in calls.items()}, "ops alone (fwd, bwd, fc_grads)": ops_alone}
 
 
 def main(argv=None) -> dict:

@@ -12,7 +12,8 @@ from benchmarks.overhead import main
     ([], {"eager timm module", "converted module", "squeeze_excite", "forward op",
           "forward op, below autograd", "infer op"}),
     (["--train"], {"eager timm module, fwd+bwd", "converted module, fwd+bwd",
-                   "ops alone (fwd, bwd, fc_grads)"}),
+                   "C++ node (se_kernels::squeeze_excite), fwd+bwd",
+                   "Python node (SEFunction), fwd+bwd", "ops alone (fwd, bwd, fc_grads)"}),
 ], ids=["inference", "train"])
 def test_every_row_is_timed(mode, rows):
     timings = main([*mode, "--rounds", "2"])

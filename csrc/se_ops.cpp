@@ -52,7 +52,21 @@
   "(Tensor grad_fc1, Tensor grad_fc2, Tensor pooled, Tensor fc1_out, Tensor w1, Tensor? b1, " \
   "Tensor? w2, Tensor? b2, str act) -> (Tensor, Tensor, Tensor, Tensor)"
 
+// The fused SE as one op with its autograd in C++ (csrc/autograd/squeeze_excite.cpp), on
+// the ops above (sim: on their SIMT emulation, sim_forward / sim_backward): returns y.
+#define SE_AUTOGRAD_SIGNATURE                                                               \
+  "(Tensor x, Tensor w1, Tensor? b1, Tensor? w2, Tensor? b2, Tensor? residual, str pool, " \
+  "str act, str gate, float gain, str out_act, bool sim=False) -> Tensor"
+// Its backward when that must be differentiable (create_graph=True): gradients for x, w1,
+// b1, w2, b2, residual where needs says so (an empty tensor elsewhere), as differentiable
+// torch ops; implemented in Python (se_kernels/native_autograd.py).
+#define SE_GRAPH_BACKWARD_SIGNATURE                                                         \
+  "(Tensor grad_y, Tensor x, Tensor? out, Tensor w1, Tensor? b1, Tensor? w2, Tensor? b2, " \
+  "str pool, str act, str gate, float gain, str out_act, bool[6] needs) -> Tensor[]"
+
 TORCH_LIBRARY(se_kernels, m) {
+  m.def("squeeze_excite" SE_AUTOGRAD_SIGNATURE);
+  m.def("backward_with_graph" SE_GRAPH_BACKWARD_SIGNATURE);
   m.def("forward" SE_FORWARD_SIGNATURE);
   m.def("infer" SE_INFER_SIGNATURE);
   m.def("backward" SE_BACKWARD_SIGNATURE);

@@ -23,6 +23,8 @@ torch.ops.load_library("build/cmake/libse_kernels_ops.so")
 split = ("split_squeeze", "split_excite", "split_squeeze_backward", "split_excite_backward")
 ops = ("forward", "backward", "infer") + split
 wanted = [(prefix + op, "CPU") for op in ops for prefix in ("", "sim_")] + [("fc_grads", "CPU")]
+# The fused op with its C++ autograd node: the node, and the infer kernel without a graph.
+wanted += [("squeeze_excite", "Autograd"), ("squeeze_excite", "CompositeExplicitAutograd")]
 if os.environ["SE_WITH_CUDA"] == "ON":
     wanted += [(op, "CUDA") for op in ops]
 missing = [f"se_kernels::{op} {key}" for op, key in wanted
@@ -40,6 +42,17 @@ g1, g2, pooled, z1 = torch.randn(2, 4), torch.randn(2, 8), torch.randn(2, 8), to
 gw1, _, gw2, _ = torch.ops.se_kernels.fc_grads(g1, g2, pooled, z1, w1, None, w2, None, "relu")
 torch.testing.assert_close(gw1, g1.t() @ pooled, rtol=1e-5, atol=1e-5)
 torch.testing.assert_close(gw2, g2.t() @ torch.relu(z1), rtol=1e-5, atol=1e-5)
+# The C++ node, standalone (no Python package loaded): forward and backward vs autograd
+# through the torch formula.
+leaves = [t.clone().requires_grad_() for t in (x, w1, w2)]
+y = torch.ops.se_kernels.squeeze_excite(leaves[0], leaves[1], None, leaves[2], None, None,
+                                        *args[6:])
+want = [t.clone().requires_grad_() for t in (x, w1, w2)]
+ref = want[0] * torch.sigmoid(torch.relu(want[0].mean((2, 3)) @ want[1].t()) @ want[2].t())[:, :, None, None]
+torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+for got, expected in zip(torch.autograd.grad(y.square().sum(), leaves),
+                         torch.autograd.grad(ref.square().sum(), want)):
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 print(f"CMake build OK: registered {', '.join(f'{op} ({key})' for op, key in wanted)}; "
       f"CPU kernels {torch.ops.se_kernels.cpu_isas()} built, {isa} in use and correct")
 PY

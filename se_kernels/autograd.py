@@ -25,7 +25,8 @@ class SEFunction(torch.autograd.Function):
     float64 included) returns ``(y, pooled, pooled_max, fc1_out, fc2_out)``; only ``y`` is
     differentiable. Twice differentiable: a backward with ``create_graph=True`` runs as
     differentiable torch ops. Prefer :func:`se_kernels.squeeze_excite`, which validates,
-    reshapes weights and picks the backend first.
+    reshapes weights and picks the backend first (and, for the compiled ops, builds the
+    same node in C++: ``se_kernels/native_autograd.py``).
     """
 
     @staticmethod

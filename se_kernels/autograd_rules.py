@@ -14,7 +14,7 @@ The first backward stays fused in the normal case.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -66,19 +66,20 @@ def _layout_safe(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return grad.contiguous(memory_format=fmt)
 
 
-def _backward_with_graph(ctx, grad_y: torch.Tensor) -> tuple:
+def graph_backward(grad_y: torch.Tensor, x: torch.Tensor, out: Optional[torch.Tensor],
+                   w1: torch.Tensor, b1: Optional[torch.Tensor], w2: Optional[torch.Tensor],
+                   b2: Optional[torch.Tensor], options: tuple, needs: Sequence[bool]) -> list:
     """The backward as differentiable torch ops (for create_graph=True): the VJP of
     x * scale(x, weights), recomputed by the reference formula in float32 (float64 for
-    float64), with the ReLU epilogue's mask applied to grad_y first."""
-    x, out, w1, w2, b1, b2, *_ = ctx.saved_tensors
-    pool, act, gate, gain, out_act = ctx.options
-    needs = ctx.needs_input_grad
+    float64), with the ReLU epilogue's mask applied to grad_y first. Returns the gradients
+    of (x, w1, b1, w2, b2, residual), None where ``needs`` is false."""
+    pool, act, gate, gain, out_act = options
     if out_act == "relu":  # the mask's own derivative is zero almost everywhere
         grad_y = torch.where(out <= 0, torch.zeros_like(grad_y), grad_y)
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
     inputs = (x, w1, b1, w2, b2)
     wanted = [i for i, t in enumerate(inputs) if needs[i] and t is not None]
-    grads: list = [None] * 5
+    grads: list = [None] * 6
     if wanted:
         xf = x.to(acc)
         scale = se_stages(xf, _matrix(w1), b1, _matrix(w2), b2, pool=pool, act=act, gate=gate,
@@ -87,8 +88,15 @@ def _backward_with_graph(ctx, grad_y: torch.Tensor) -> tuple:
                                     grad_y.to(acc), create_graph=True, allow_unused=True)
         for i, g in zip(wanted, found):
             grads[i] = torch.zeros_like(inputs[i]) if g is None else g
-    g_res = grad_y if needs[5] else None
-    return (*grads, g_res) + (None,) * 5
+    if needs[5]:
+        grads[5] = grad_y
+    return grads
+
+
+def _backward_with_graph(ctx, grad_y: torch.Tensor) -> tuple:
+    x, out, w1, w2, b1, b2, *_ = ctx.saved_tensors
+    grads = graph_backward(grad_y, x, out, w1, b1, w2, b2, ctx.options, ctx.needs_input_grad)
+    return (*grads,) + (None,) * 5
 
 
 def backward(ctx, grad_y: Optional[torch.Tensor], *_unused) -> tuple:

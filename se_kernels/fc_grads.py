@@ -43,10 +43,19 @@ def _fake(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2, act):
     return like(w1), like(b1), like(w2), like(b2 if w2 is not None else None)
 
 
+def _fc_grads_gpu(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2, act):
+    """The op on GPU tensors (the C++ autograd node calls it by device): the torch formula,
+    with the op's [0] for each absent parameter."""
+    grads = fc_grads_torch(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2, act)
+    return tuple(pooled.new_empty((0,)) if g is None else g for g in grads)
+
+
 _OP = None
-if PROBE.extension is None and PROBE.cpu_kernels:
-    _OP = torch.ops.se_kernels.fc_grads.default
-    torch.library.register_fake(_OP, _fake)
+if PROBE.extension is None:
+    torch.library.register_fake(torch.ops.se_kernels.fc_grads.default, _fake)
+    torch.library.register_kernel(torch.ops.se_kernels.fc_grads.default, "cuda", _fc_grads_gpu)
+    if PROBE.cpu_kernels:
+        _OP = torch.ops.se_kernels.fc_grads.default
 
 
 def fc_grads(grad_fc1: torch.Tensor, grad_fc2: torch.Tensor, pooled: torch.Tensor,

@@ -8,6 +8,7 @@ import torch
 
 from .autograd import SEFunction
 from .backends import resolve_backend
+from .native_autograd import NATIVE_SIM_FLAG, native_op
 from .ops import backend_ops
 from .options import as_matrix, check_options, mergeable
 from .reference import onnx_exporting, squeeze_excite_reference
@@ -75,8 +76,12 @@ def squeeze_excite(
     tracing = torch.jit.is_tracing()
     if not tracing and torch.is_grad_enabled() and any(
             getattr(t, "requires_grad", False) for t in (x, w1, b1, w2, b2, residual)):
-        # The weights go in as given ([R, C, 1, 1] conv weights too): SEFunction takes
-        # their 2-D views itself, so the graph holds no view nodes to run backward through.
+        # The weights go in as given ([R, C, 1, 1] conv weights too): the autograd node
+        # takes their 2-D views itself, so the graph holds no view nodes to run backward
+        # through. Compiled ops: one C++ node; torch.compile traces the Python one.
+        native = native_op(name)
+        if native is not None and not torch.compiler.is_compiling():
+            return native(x, w1, b1, w2, b2, residual, *options, NATIVE_SIM_FLAG[name])
         return SEFunction.apply(x, w1, b1, w2, b2, residual, *options, name)[0]
     args = (x, as_matrix("w1", w1), b1, None if w2 is None else as_matrix("w2", w2), b2,
             residual, *options)

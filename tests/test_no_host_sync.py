@@ -21,6 +21,7 @@ from conftest import HAS_GPU, KERNEL_BACKENDS
 
 import se_kernels
 from se_kernels.autograd import SEFunction
+from se_kernels.native_autograd import native_op
 from se_kernels.ops import TABLE
 
 ROOT = Path(__file__).resolve().parents[1]  # the source tree (csrc/), when the tests run there
@@ -50,6 +51,25 @@ def test_gpu_path_on_meta_tensors(backend, options):
     assert [g.shape for g in grads] == [p.shape for p in params]
     detached = [None if t is None else t.detach() for t in (x, w1, b1, w2, b2, res)]
     assert TABLE[backend].infer(*detached, pool, act, gate, gain, out_act).shape == x.shape
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=["plain", "every-option"])
+def test_cpp_autograd_node_on_meta_tensors(options):
+    """The C++ node squeeze_excite builds for the cuda backend (se_kernels::squeeze_excite):
+    forward, backward (the backward and fc_grads ops) and the create_graph backward, with
+    every input on the meta device."""
+    if native_op("cuda") is None:
+        pytest.skip("the compiled ops are not built")
+    pool, act, gate, gain, out_act, residual = options
+    x, w1, b1, w2, b2, res = _inputs("meta", residual)
+    params = [t for t in (x, w1, b1, w2, b2, res) if t is not None]
+    y = native_op("cuda")(x, w1, b1, w2, b2, res, pool, act, gate, gain, out_act, False)
+    assert "SqueezeExciteFunction" in y.grad_fn.name()
+    grads = torch.autograd.grad(y, params, torch.ones_like(y), create_graph=False)
+    assert [g.shape for g in grads] == [p.shape for p in params]
+    y = native_op("cuda")(x, w1, b1, w2, b2, res, pool, act, gate, gain, out_act, False)
+    (gx,) = torch.autograd.grad(y.sum(), [x], create_graph=True)
+    assert gx.shape == x.shape and gx.grad_fn is not None
 
 
 def test_meta_tensors_catch_a_host_sync(monkeypatch):
@@ -87,9 +107,10 @@ def test_gpu_path_under_sync_debug_mode(backend):
 
 # Python files on the GPU call path, and the C++ host code of the CUDA ops.
 PYTHON_HOST = ["functional.py", "autograd.py", "autograd_rules.py", "ops.py", "buffers.py",
-               "inference_path.py", "options.py", "triton/launch.py", "triton/plan.py"]
+               "inference_path.py", "options.py", "native_autograd.py", "fc_grads.py",
+               "triton/launch.py", "triton/plan.py"]
 CPP_HOST = ["cuda/launch_forward.h", "cuda/launch_backward.h", "cuda/plan.cpp", "cuda/ops.cu",
-            "se_host.cpp"]
+            "se_host.cpp", "autograd/squeeze_excite.cpp"]
 SYNCING_METHODS = {"item", "cpu", "tolist", "numpy", "synchronize", "nonzero"}
 SYNCING_CPP = re.compile(r"\.item\s*<|\.item\s*\(|\.cpu\s*\(|Synchronize\s*\(|cudaMemcpy\s*\(|"
                          r"\.to\s*\(\s*at::kCPU|\.nonzero\s*\(")
