@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 import se_kernels
+from se_kernels.native_autograd import python_autograd_only
 
 from .environment import device_slug, metadata
 from .timing import paired_speedup, time_all, time_cpu
@@ -52,6 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--modes", nargs="+", choices=["inference", "train"])
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--backend", default="auto", help="se_kernels backend for converted models")
+    p.add_argument("--python-autograd", action="store_true",
+                   help="converted models build the Python SEFunction, not the C++ autograd "
+                        "node (the build before 81b3982): an A/B of the two")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     on_gpu = args.device == "cuda"
@@ -129,6 +133,13 @@ def variants(name: str, mode: str, args):
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
+    if args.python_autograd:
+        with python_autograd_only():
+            return benchmark(args)
+    return benchmark(args)
+
+
+def benchmark(args: argparse.Namespace) -> list[dict]:
     meta = metadata(args.device)
     print(f"e2e benchmark on {meta['device']}, {args.dtype}, channels_last, batches {args.batches}, "
           f"{args.resolution}x{args.resolution}")

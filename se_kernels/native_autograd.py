@@ -16,7 +16,8 @@ second backward will follow (``create_graph=True``): ``autograd_rules.graph_back
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import contextlib
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -57,3 +58,15 @@ def native_op(backend: str) -> Optional[Callable]:
     """The op for a resolved backend name, or None when that backend has no C++ autograd
     (``triton``, ``reference``) or the extension is not built."""
     return _OP if backend in NATIVE_SIM_FLAG else None
+
+
+@contextlib.contextmanager
+def python_autograd_only() -> Iterator[None]:
+    """Within it, ``squeeze_excite`` builds the Python ``SEFunction`` on every backend, as
+    before the C++ node existed (``benchmarks.e2e --python-autograd``: an A/B of the two)."""
+    saved = dict(NATIVE_SIM_FLAG)
+    NATIVE_SIM_FLAG.clear()
+    try:
+        yield
+    finally:
+        NATIVE_SIM_FLAG.update(saved)

@@ -18,7 +18,7 @@ import torch
 from conftest import Case, make_inputs, require_backend
 
 import se_kernels
-from se_kernels.native_autograd import NATIVE_SIM_FLAG, native_op
+from se_kernels.native_autograd import NATIVE_SIM_FLAG, native_op, python_autograd_only
 
 NATIVE_BACKENDS = ["cpu", "cuda_sim"]
 OP = torch.ops.se_kernels.squeeze_excite.default if hasattr(torch.ops.se_kernels,
@@ -211,3 +211,17 @@ def test_bad_weights_named_before_any_kernel(backend):
     with pytest.raises(ValueError, match="w1"):
         OP(inputs.x, bad, inputs.b1, inputs.w2, inputs.b2, None, *case.options.values(),
            NATIVE_SIM_FLAG[_backend(backend)])
+
+
+def test_python_autograd_only_switches_to_sefunction_and_back():
+    """The benchmarks' A/B switch (e2e --python-autograd)."""
+    backend = _backend("cpu")
+    case = Case(N=2, C=8, H=3, W=3, R=2)
+    inputs = make_inputs(case, "cpu")
+
+    def node():
+        return se_kernels.squeeze_excite(*inputs.args(), backend=backend, **case.options).grad_fn
+
+    with python_autograd_only():
+        assert "SEFunction" in node().name()
+    assert "SqueezeExciteFunction" in node().name()
