@@ -3,15 +3,16 @@
 // (se_kernels::forward / backward) and their SIMT emulation (sim_forward / sim_backward).
 // forward op -> saved small tensors -> backward op + fc_grads op, with no Python between
 // them: the Python autograd.Function (se_kernels/autograd.py, the same formula, used for
-// the Triton and reference backends and under torch.compile) cost ~50 us of host time per
-// layer per training step, more than a small layer's kernels.
+// the Triton backend and under torch.compile) costs ~45 us more host time
+// per layer and training step (benchmarks/overhead.py --train), more than a small layer's
+// kernels.
 //
 // A backward that must itself be differentiable (create_graph=True) calls
 // se_kernels::backward_with_graph, whose implementation is the differentiable torch formula
 // registered from Python (se_kernels/native_autograd.py).
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
