@@ -102,7 +102,8 @@ def train_calls(device: str, batch: int, hw: int) -> dict:
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
     grad = torch.randn_like(x)
     spec = converted.se_spec
-    ops = backend_ops(resolve_backend("auto", x))
+    name = resolve_backend("auto", x)
+    ops = backend_ops(name)
     fc1, fc2 = converted.conv_reduce, converted.conv_expand
     w1, w2 = as_matrix("w1", fc1.weight.detach()), as_matrix("w2", fc2.weight.detach())
     b1, b2 = fc1.bias.detach(), fc2.bias.detach()
@@ -122,12 +123,11 @@ def train_calls(device: str, batch: int, hw: int) -> dict:
             module(x).backward(grad)
         return run
 
-    name = resolve_backend("auto", x)
     params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    native = native_op(name)
 
     def cpp_node():
-        op = native_op(name)
-        op(x, *params, None, *options, NATIVE_SIM_FLAG[name]).backward(grad)
+        native(x, *params, None, *options, NATIVE_SIM_FLAG[name]).backward(grad)
 
     def python_node():
         SEFunction.apply(x, *params, None, *options, name)[0].backward(grad)
@@ -137,7 +137,7 @@ def train_calls(device: str, batch: int, hw: int) -> dict:
              "converted module, fwd+bwd": (step(converted), converted),
              "C++ node (se_kernels::squeeze_excite), fwd+bwd": (cpp_node, converted),
              "Python node (SEFunction), fwd+bwd": (python_node, converted)}
-    if native_op(name) is None:  # a backend without compiled ops (Triton)
+    if native is None:  # a backend without compiled ops (Triton)
         del calls["C++ node (se_kernels::squeeze_excite), fwd+bwd"]
     grads = []  # every row computes the same layer: the gradients agree
     for run, module in calls.values():

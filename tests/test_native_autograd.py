@@ -21,6 +21,7 @@ import se_kernels
 from se_kernels.native_autograd import NATIVE_SIM_FLAG, native_op, python_autograd_only
 
 NATIVE_BACKENDS = ["cpu", "cuda_sim"]
+FUSED_BACKWARD = {"cpu": "se_kernels::backward", "cuda_sim": "se_kernels::sim_backward"}
 OP = torch.ops.se_kernels.squeeze_excite.default if hasattr(torch.ops.se_kernels,
                                                               "squeeze_excite") else None
 
@@ -108,16 +109,23 @@ def test_gradients_for_any_subset_of_inputs(backend, subset):
 
 
 @pytest.mark.parametrize("backend", NATIVE_BACKENDS)
-def test_frozen_weights_skip_the_weight_gradients(backend):
-    """Only dx asked for: the backward op runs, the fc_grads op does not."""
+@pytest.mark.parametrize("node", ["native", "python"])
+def test_frozen_weights_skip_the_weight_gradients(backend, node):
+    """Only dx asked for: the backward op runs, the fc_grads op does not, in either node
+    (squeeze_excite now builds the C++ one, so SEFunction's skip is tested here)."""
     case = Case(N=2, C=10, H=3, W=4, R=3)
     inputs = make_inputs(case, "cpu")
     for w in (inputs.w1, inputs.b1, inputs.w2, inputs.b2):
         w.requires_grad_(False)
-    y = OP(*inputs.args(), None, *case.options.values(), NATIVE_SIM_FLAG[_backend(backend)])
+    args = (*inputs.args(), None, *case.options.values())
+    if node == "native":
+        y = OP(*args, NATIVE_SIM_FLAG[_backend(backend)])
+    else:
+        y = se_kernels.SEFunction.apply(*args, _backend(backend))[0]
     with torch.profiler.profile() as prof:
         y.backward(torch.ones_like(y))
     names = {e.name for e in prof.events()}
+    assert FUSED_BACKWARD[backend] in names
     assert "se_kernels::fc_grads" not in names
     assert inputs.x.grad is not None
 
