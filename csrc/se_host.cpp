@@ -37,24 +37,24 @@ E parse_name(const char* what, std::string_view value, Names<E> names) {
 
 }  // namespace
 
+double act_negative_slope(std::string_view act) {
+  if (act.substr(0, kLeakyPrefix.size()) != kLeakyPrefix) return kDefaultLeakySlope64;
+  const std::string number(act.substr(kLeakyPrefix.size()));
+  char* end = nullptr;
+  const double slope = std::strtod(number.c_str(), &end);
+  TORCH_CHECK_VALUE(!number.empty() && end == number.c_str() + number.size() && std::isfinite(slope),
+                    "act 'leaky_relu:<slope>' needs a finite number after the colon, got '", act,
+                    "'");
+  return slope;
+}
+
 Options parse_options(std::string_view pool, std::string_view act, std::string_view gate,
                       double gain, std::string_view out_act) {
   Options o{};
   o.pool = parse_name<Pool>("pool", pool, {{"avg", Pool::Avg}, {"avgmax", Pool::AvgMax}});
   // "leaky_relu:<slope>": leaky_relu with that negative slope (plain "leaky_relu": 0.01).
-  constexpr std::string_view kLeaky = "leaky_relu:";
-  o.act_slope = kDefaultLeakySlope;
-  if (act.substr(0, kLeaky.size()) == kLeaky) {
-    const std::string number(act.substr(kLeaky.size()));
-    char* end = nullptr;
-    const double slope = std::strtod(number.c_str(), &end);
-    TORCH_CHECK_VALUE(!number.empty() && end == number.c_str() + number.size() &&
-                          std::isfinite(slope),
-                      "act 'leaky_relu:<slope>' needs a finite number after the colon, got '", act,
-                      "'");
-    o.act_slope = static_cast<float>(slope);
-    act = "leaky_relu";
-  }
+  o.act_slope = static_cast<float>(act_negative_slope(act));
+  if (act.substr(0, kLeakyPrefix.size()) == kLeakyPrefix) act = "leaky_relu";
   o.act = parse_name<Act>("act", act,
                           {{"identity", Act::Identity}, {"relu", Act::Relu}, {"silu", Act::Silu},
                            {"relu6", Act::Relu6}, {"gelu", Act::Gelu}, {"gelu_tanh", Act::GeluTanh},

@@ -46,8 +46,8 @@
 
 // The FC weights' and biases' gradients from the backward op's grad_fc1_out / grad_fc2_out
 // and the forward's pooled / fc1_out (act recomputes FC2's input), each shaped and typed
-// like its parameter, [0] when the parameter is absent. CPU only (csrc/cpu/fc_grads.cpp):
-// on other devices se_kernels/fc_grads.py computes them with torch ops.
+// like its parameter, [0] when the parameter is absent. CPU (csrc/cpu/fc_grads.cpp) and
+// CUDA (csrc/fc_grads.cpp: ATen ops); elsewhere se_kernels/fc_grads.py uses torch ops.
 #define SE_FC_GRADS_SIGNATURE                                                                \
   "(Tensor grad_fc1, Tensor grad_fc2, Tensor pooled, Tensor fc1_out, Tensor w1, Tensor? b1, " \
   "Tensor? w2, Tensor? b2, str act) -> (Tensor, Tensor, Tensor, Tensor)"

@@ -11,7 +11,9 @@ enum class Act : int {
   Identity = 0, Relu = 1, Silu = 2, Relu6 = 3, Gelu = 4, GeluTanh = 5, HardSwish = 6,
   Mish = 7, Tanh = 8, Sigmoid = 9, LeakyRelu = 10  // "leaky_relu" (0.01) or "leaky_relu:<slope>"
 };
-constexpr float kDefaultLeakySlope = 0.01f;  // F.leaky_relu's default, plain "leaky_relu"
+constexpr double kDefaultLeakySlope64 = 0.01;  // F.leaky_relu's default, plain "leaky_relu"
+constexpr float kDefaultLeakySlope = static_cast<float>(kDefaultLeakySlope64);
+constexpr std::string_view kLeakyPrefix = "leaky_relu:";
 enum class Gate : int { Sigmoid = 0, HardSigmoid = 1, Tanh = 2 };
 
 struct Options {
@@ -24,6 +26,10 @@ struct Options {
 };
 
 // Parses the schema's option strings; throws (TORCH_CHECK) naming the bad argument.
+// leaky_relu's negative slope as written in act ("leaky_relu:<slope>"; 0.01 otherwise),
+// in double: the ATen formula of fc_grads applies it to float64 tensors as torch does.
+double act_negative_slope(std::string_view act);
+
 Options parse_options(std::string_view pool, std::string_view act, std::string_view gate,
                       double gain, std::string_view out_act);
 

@@ -5,6 +5,7 @@ formula, its torch.library contract and errors, and the backward graph of a laye
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -78,8 +79,11 @@ def test_reduced_precision_parameters_get_gradients_of_their_dtype(weight_dtype)
     _check_against_float64(_fc_inputs(4, 67, 8, conv=True, weight_dtype=weight_dtype), "relu")
 
 
-def test_the_op_is_used_and_deterministic():
-    args = _fc_inputs(8, 1000, 63)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_op_is_used_and_deterministic(dtype):
+    """fc_grads calls the op on CPU tensors of any dtype (float64: the ATen formula)."""
+    args = {k: v.to(dtype) if isinstance(v, torch.Tensor) else v
+            for k, v in _fc_inputs(8, 1000, 63).items()}
     op = torch.ops.se_kernels.fc_grads.default
     first = op(**args, act="gelu")
     with torch.profiler.profile() as prof:
@@ -96,23 +100,65 @@ def test_opcheck(two_fc, bias, conv):
 
 
 @pytest.mark.parametrize("change,message", [
-    (dict(pooled=torch.randn(3, 37, dtype=torch.float64)), "pooled must be a contiguous float32"),
+    (dict(grad_fc1=torch.randn(3, 5, dtype=torch.float16)),
+     "grad_fc1 must be a contiguous Float tensor on cpu \\(pooled's\\) of shape \\[3, 5\\], got Half"),
+    (dict(pooled=torch.randn(37)), "pooled must be a floating \\[N, C\\] tensor"),
+    (dict(pooled=torch.ones(3, 37, dtype=torch.int64)), "pooled must be a floating"),
     (dict(grad_fc1=torch.randn(3, 6)),
-     "grad_fc1 must be a contiguous float32 CPU tensor of shape \\[3, 5\\]"),
+     "grad_fc1 must be a contiguous Float tensor on cpu \\(pooled's\\) of shape \\[3, 5\\]"),
     (dict(fc1_out=torch.randn(5, 3).t()), "fc1_out must be a contiguous"),
-    (dict(w1=torch.randn(5, 36)), "w1 must be a CPU tensor of shape"),
-    (dict(w1=torch.randn(5, 37, 1)), "w1 must be a CPU tensor of shape \\[R1, C\\] or"),
-    (dict(w2=torch.randn(37, 5).t()), "w2 must be a CPU tensor of shape \\[C, R1\\]"),
-    (dict(b1=torch.randn(4)), "b1 must be a CPU tensor of shape \\[R1\\]"),
+    (dict(w1=torch.randn(5, 36)), "w1 must be a floating tensor on cpu \\(pooled's\\) of shape"),
+    (dict(w1=torch.randn(5, 37, 1)), "w1 must be a floating tensor on cpu \\(pooled's\\) of shape "
+                                     "\\[R1, C\\] or"),
+    (dict(w1=torch.ones(5, 37, dtype=torch.int64)), "w1 must be a floating tensor"),
+    (dict(w2=torch.randn(37, 5).t()), "w2 must be a floating tensor on cpu \\(pooled's\\) of shape "
+                                      "\\[C, R1\\]"),
+    (dict(b1=torch.randn(4)), "b1 must be a floating tensor on cpu \\(pooled's\\) of shape \\[R1\\]"),
     (dict(grad_fc2=torch.randn(3, 36)), "grad_fc2 must be"),
-    (dict(b2=torch.randn(36)), "b2 must be a CPU tensor of shape \\[C\\]"),
+    (dict(b2=torch.randn(36)), "b2 must be a floating tensor on cpu \\(pooled's\\) of shape \\[C\\]"),
 ])
-def test_bad_inputs_name_the_argument(change, message):
-    args = {**_fc_inputs(3, 37, 5), **change}
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bad_inputs_name_the_argument(change, message, dtype):
+    """The same checks whichever path runs (float32: the CPU loops; float64: the ATen
+    formula that is also the CUDA kernel)."""
+    args = _fc_inputs(3, 37, 5)
+    if dtype != torch.float32:
+        args = {k: v.to(dtype) if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+        change = {k: v.to(dtype) if v.dtype == torch.float32 else v for k, v in change.items()}
+        message = message.replace("Float", "Double")
     with pytest.raises(ValueError, match=message):
-        torch.ops.se_kernels.fc_grads(**args, act="silu")
+        torch.ops.se_kernels.fc_grads(**{**args, **change}, act="silu")
     with pytest.raises(ValueError, match="act must be one of"):
-        torch.ops.se_kernels.fc_grads(**_fc_inputs(3, 37, 5), act="swish")
+        torch.ops.se_kernels.fc_grads(**args, act="swish")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("act", [*ACTS, "leaky_relu:0.2"])
+def test_aten_formula_is_value_identical_to_the_torch_formula(act, dtype):
+    """Small tensors other than float32 take the C++ ATen formula (csrc/fc_grads.cpp),
+    the op's CUDA kernel: the same values as fc_grads_torch, bit for bit, for every act
+    (leaky_relu's slope applied in double), every parameter set and both weight shapes."""
+    op = torch.ops.se_kernels.fc_grads.default
+    for two_fc, bias, conv in [(True, True, True), (True, False, False), (False, True, True)]:
+        args = {k: v.to(dtype) if isinstance(v, torch.Tensor) else v
+                for k, v in _fc_inputs(3, 37, 5, two_fc=two_fc, bias=bias, conv=conv).items()}
+        got = op(**args, act=act)
+        truth = fc_grads_torch(**args, act=act)
+        for name, g, t in zip(NAMES, got, truth):
+            if t is None:
+                assert g.shape == (0,) and g.dtype == dtype, name
+            else:
+                assert g.dtype == t.dtype and g.shape == t.shape, name
+                assert torch.equal(g, t), (name, (g - t).abs().max())
+
+
+def test_cuda_kernel_is_the_cpp_formula():
+    """The C++ autograd node's backward calls fc_grads by dispatcher: on CUDA tensors its
+    kernel is the C++ formula above, not a Python function (which would run the
+    interpreter on every training step of a GPU model)."""
+    dump = torch._C._dispatch_dump("se_kernels::fc_grads")
+    cuda = [line for line in dump.splitlines() if line.startswith("CUDA:")]
+    assert len(cuda) == 1 and re.search(r"registered at \S*csrc/fc_grads\.cpp:\d+ ::", cuda[0]), dump
 
 
 def test_conv_weights_reach_their_parameters_without_view_nodes():

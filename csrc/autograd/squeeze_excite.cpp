@@ -97,8 +97,9 @@ struct SqueezeExciteFunction : public torch::autograd::Function<SqueezeExciteFun
     ctx->save_for_backward({x, relu ? y : at::Tensor(), w1, w2.value_or(at::Tensor()),
                             b1.value_or(at::Tensor()), b2.value_or(at::Tensor()), pooled,
                             pooled_max, fc1_out, fc2_out});
-    ctx->saved_data["options"] = c10::ivalue::Tuple::create(
-        {std::string(pool), std::string(act), std::string(gate), gain, std::string(out_act)});
+    ctx->saved_data["names"] = c10::List<std::string>(
+        {std::string(pool), std::string(act), std::string(gate), std::string(out_act)});
+    ctx->saved_data["gain"] = gain;
     // Which optional inputs came (autograd numbers only the tensors given), and the build.
     ctx->saved_data["flags"] = c10::List<bool>(
         {present(b1), present(w2), present(b2), present(residual), sim});
@@ -112,12 +113,10 @@ struct SqueezeExciteFunction : public torch::autograd::Function<SqueezeExciteFun
     const at::Tensor& grad = grads[0];
     if (!grad.defined()) return result;  // a zero gradient: so are all the others
     const auto saved = ctx->get_saved_variables();
-    const auto options = ctx->saved_data["options"].toTuple();
-    const std::string pool = options->elements()[0].toStringRef();
-    const std::string act = options->elements()[1].toStringRef();
-    const std::string gate = options->elements()[2].toStringRef();
-    const double gain = options->elements()[3].toDouble();
-    const std::string out_act = options->elements()[4].toStringRef();
+    const auto names = ctx->saved_data["names"].to<c10::List<std::string>>();
+    const std::string pool = names.get(0), act = names.get(1), gate = names.get(2),
+                      out_act = names.get(3);
+    const double gain = ctx->saved_data["gain"].toDouble();
     const auto flags = ctx->saved_data["flags"].toBoolList();
     const bool has_b1 = flags[0], has_w2 = flags[1], has_b2 = flags[2];
     const bool has_residual = flags[3], sim = flags[4];

@@ -1,13 +1,15 @@
 // The fc_grads op on the CPU (schema in csrc/se_ops.cpp): the FC weights' and biases'
 // gradients of an SE layer from the backward op's small float32 outputs, in one call
 // (in a backward, every torch call costs twice what it does outside one: this replaces
-// seven). Each gradient comes back shaped and typed like its parameter.
+// seven). Each gradient comes back shaped and typed like its parameter. Small tensors of
+// another dtype (float64: the reference) take the ATen formula, csrc/fc_grads.cpp.
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "../fc_grads.h"
 #include "../se_host.h"
 #include "abi.h"
 #include "dispatch.h"
@@ -15,24 +17,6 @@
 
 namespace se_kernels::cpu {
 namespace {
-
-void check_small(const char* name, const at::Tensor& t, int64_t rows, int64_t cols) {
-  TORCH_CHECK_VALUE(t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 2 &&
-                        t.size(0) == rows && t.size(1) == cols && t.is_contiguous(),
-                    "fc_grads: ", name, " must be a contiguous float32 CPU tensor of shape [", rows,
-                    ", ", cols, "], got ", t.scalar_type(), " ", t.sizes(), " on ", t.device());
-}
-
-// A parameter: [rows] (a bias, cols 0), or [rows, cols] or [rows, cols, 1, 1] (a weight).
-void check_param(const char* name, const at::Tensor& t, int64_t rows, int64_t cols,
-                 const char* shape) {
-  const bool bias = cols == 0;
-  const bool ok = bias ? t.dim() == 1 && t.size(0) == rows
-                       : (t.dim() == 2 || t.dim() == 4) && t.size(0) == rows &&
-                             t.size(1) == cols && t.numel() == rows * cols;
-  TORCH_CHECK_VALUE(t.device().is_cpu() && ok, "fc_grads: ", name, " must be a CPU tensor of shape ",
-                    shape, ", got ", t.sizes(), " on ", t.device());
-}
 
 // A float32 buffer for a parameter's gradient (its own storage when the parameter is
 // float32), and the gradient in the parameter's shape and dtype once it is filled.
@@ -45,30 +29,16 @@ struct GradLike {
   }
 };
 
-using FcGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-
 FcGrads fc_grads_cpu(const at::Tensor& grad_fc1, const at::Tensor& grad_fc2,
                      const at::Tensor& pooled, const at::Tensor& fc1_out, const at::Tensor& w1,
                      const std::optional<at::Tensor>& b1, const std::optional<at::Tensor>& w2,
                      const std::optional<at::Tensor>& b2, c10::string_view act) {
-  const Options opts = parse_options("avg", act, "sigmoid", 1.0, "identity");
-  TORCH_CHECK_VALUE(pooled.dim() == 2, "fc_grads: pooled must be [N, C], got ", pooled.sizes());
-  const int64_t N = pooled.size(0), C = pooled.size(1);
-  TORCH_CHECK_VALUE(w1.dim() >= 1, "fc_grads: w1 must be [R1, C] or [R1, C, 1, 1]");
-  const int64_t R1 = w1.size(0);
-  const bool has_fc2 = w2.has_value() && w2->defined();
-  const bool has_b1 = b1.has_value() && b1->defined();
-  const bool has_b2 = has_fc2 && b2.has_value() && b2->defined();
-  check_small("pooled", pooled, N, C);
-  check_small("grad_fc1", grad_fc1, N, R1);
-  check_small("fc1_out", fc1_out, N, R1);
-  check_param("w1", w1, R1, C, "[R1, C] or [R1, C, 1, 1]");
-  if (has_b1) check_param("b1", *b1, R1, 0, "[R1]");
-  if (has_fc2) {
-    check_small("grad_fc2", grad_fc2, N, C);
-    check_param("w2", *w2, C, R1, "[C, R1] or [C, R1, 1, 1]");
+  if (pooled.scalar_type() != at::kFloat) {  // float64, float16, bfloat16: as ATen ops
+    return fc_grads_formula(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2, act);
   }
-  if (has_b2) check_param("b2", *b2, C, 0, "[C]");
+  const Options opts = parse_options("avg", act, "sigmoid", 1.0, "identity");
+  const auto [N, C, R1, has_b1, has_fc2, has_b2] =
+      check_fc_grads(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2);
 
   // An absent parameter's gradient: a fresh [0] tensor each (outputs may not alias).
   const auto none = [&] { return pooled.new_empty({0}); };

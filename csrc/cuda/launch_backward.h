@@ -1,6 +1,6 @@
 // The backward op on the CUDA kernels: checks, plan, parameters, two launches. Included
 // by both builds, like launch_forward.h. The weight and bias gradients are small GEMMs
-// over the batch, done by the caller (se_kernels/fc_grads.py, as torch ops on the GPU).
+// over the batch, done by the caller with the fc_grads op (csrc/fc_grads.cpp on the GPU).
 #pragma once
 
 #include "excite_backward.cuh"
