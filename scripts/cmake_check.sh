@@ -22,7 +22,8 @@ import torch
 torch.ops.load_library("build/cmake/libse_kernels_ops.so")
 split = ("split_squeeze", "split_excite", "split_squeeze_backward", "split_excite_backward")
 ops = ("forward", "backward", "infer") + split
-wanted = [(prefix + op, "CPU") for op in ops for prefix in ("", "sim_")] + [("fc_grads", "CPU")]
+wanted = [(prefix + op, "CPU") for op in ops for prefix in ("", "sim_")]
+wanted += [("fc_grads", "CPU"), ("fc_grads", "CUDA")]  # CUDA's is ATen ops: any build has it
 # The fused op with its C++ autograd node: the node, and the infer kernel without a graph.
 wanted += [("squeeze_excite", "Autograd"), ("squeeze_excite", "CompositeExplicitAutograd")]
 if os.environ["SE_WITH_CUDA"] == "ON":
