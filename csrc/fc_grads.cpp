@@ -83,8 +83,8 @@ FcGradsProblem check_fc_grads(const at::Tensor& grad_fc1, const at::Tensor& grad
                     pooled.scalar_type(), " ", pooled.sizes());
   TORCH_CHECK_VALUE(w1.dim() >= 1, "fc_grads: w1 must be [R1, C] or [R1, C, 1, 1], got ",
                     w1.sizes());
-  FcGradsProblem p{pooled.size(0), pooled.size(1), w1.size(0), present(b1), present(w2), false};
-  p.has_b2 = p.has_fc2 && present(b2);
+  const FcGradsProblem p{pooled.size(0), pooled.size(1), w1.size(0),
+                         present(b1), present(w2), present(w2) && present(b2)};
   check_small("pooled", pooled, pooled, p.N, p.C);
   check_small("grad_fc1", grad_fc1, pooled, p.N, p.R1);
   check_small("fc1_out", fc1_out, pooled, p.N, p.R1);

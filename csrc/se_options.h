@@ -25,11 +25,11 @@ struct Options {
   bool out_relu;  // out_act == "relu"
 };
 
-// Parses the schema's option strings; throws (TORCH_CHECK) naming the bad argument.
 // leaky_relu's negative slope as written in act ("leaky_relu:<slope>"; 0.01 otherwise),
 // in double: the ATen formula of fc_grads applies it to float64 tensors as torch does.
 double act_negative_slope(std::string_view act);
 
+// Parses the schema's option strings; throws (TORCH_CHECK) naming the bad argument.
 Options parse_options(std::string_view pool, std::string_view act, std::string_view gate,
                       double gain, std::string_view out_act);
 
