@@ -17,7 +17,8 @@ with forward and backward of the SE layers both counted in a training step. A th
 ("pool+scale only") replaces each SE module by ``x * x.mean((2, 3))``: the two passes over
 x that a two-launch kernel keeps, so ``original - pool+scale only`` is what fusing the small
 ops can save at most. Also the SE overhead of seresnet50 over resnet50 when both run.
-Writes e2e.csv / e2e.json next to the se_layer results.
+Writes e2e.csv / e2e.json next to the se_layer results; on the CPU the JSON also keeps
+every round's step time, which ``python -m benchmarks.e2e_pool`` pools over several runs.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
                              dtype=args.dtype, median_ms=t.median_ms, p20_ms=t.p20_ms,
                              p80_ms=t.p80_ms, img_per_s=batch / t.median_ms * 1e3,
                              speedup=speedup, speedup_p20_p80=(lo, hi),
-                             se_share=share, captured=gain))
+                             se_share=share, captured=gain,
+                             round_ms=list(t.samples_ms)))  # JSON only: e2e_pool pools them
     overhead = se_overhead(rows)
     for r in rows:
         extra = "" if r["se_share"] is None else (f"  SE share {100 * r['se_share']:.1f}%, "
@@ -179,16 +181,22 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
               f"(p20/p80 x{r['speedup_p20_p80'][0]:.3f}-x{r['speedup_p20_p80'][1]:.3f}){extra}")
     for key, pct in overhead.items():
         print(f"SE overhead of seresnet50 over resnet50, {key}: {pct:+.1f}%")
+    write_results(rows, overhead, meta, args)
+    return rows
+
+
+def write_results(rows: list[dict], overhead: dict, meta: dict, args: argparse.Namespace) -> None:
+    """e2e.csv (one line per case) and e2e.json (also the per-round times) in args.out."""
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "e2e.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=[k for k in rows[0] if k != "round_ms"],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     with open(args.out / "e2e.json", "w") as f:
         json.dump({"metadata": meta, "args": {k: str(v) for k, v in vars(args).items()},
                    "se_overhead_pct": overhead, "rows": rows}, f, indent=1)
     print(f"wrote {args.out}/e2e.csv and e2e.json")
-    return rows
 
 
 def se_overhead(rows: list[dict]) -> dict:
