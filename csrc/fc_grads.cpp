@@ -17,7 +17,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
-#include "se_options.h"
+#include "se_host.h"
 
 namespace se_kernels {
 namespace {
@@ -44,8 +44,6 @@ void check_param(const char* name, const at::Tensor& t, const at::Tensor& pooled
                     " (pooled's) of shape ", shape, ", got ", t.scalar_type(), " ", t.sizes(),
                     " on ", t.device());
 }
-
-bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
 // The hidden activation as the torch function se_kernels/reference.py apply_act calls.
 at::Tensor hidden(const at::Tensor& z, const Options& opts, c10::string_view act) {
@@ -104,12 +102,11 @@ FcGrads fc_grads_formula(const at::Tensor& grad_fc1, const at::Tensor& grad_fc2,
                          const std::optional<at::Tensor>& b2, c10::string_view act) {
   const FcGradsProblem p = check_fc_grads(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2);
   const Options opts = parse_options("avg", act, "sigmoid", 1.0, "identity");  // checks act
-  // An absent parameter's gradient: a fresh [0] tensor each (outputs may not alias).
-  const auto none = [&] { return pooled.new_empty({0}); };
+  const at::Tensor gw2 = p.has_fc2 ? shaped(at::mm(grad_fc2.t(), hidden(fc1_out, opts, act)), *w2)
+                                    : absent_grad(pooled);
   return {shaped(at::mm(grad_fc1.t(), pooled), w1),
-          p.has_b1 ? grad_fc1.sum(0).to(b1->scalar_type()) : none(),
-          p.has_fc2 ? shaped(at::mm(grad_fc2.t(), hidden(fc1_out, opts, act)), *w2) : none(),
-          p.has_b2 ? grad_fc2.sum(0).to(b2->scalar_type()) : none()};
+          p.has_b1 ? grad_fc1.sum(0).to(b1->scalar_type()) : absent_grad(pooled), gw2,
+          p.has_b2 ? grad_fc2.sum(0).to(b2->scalar_type()) : absent_grad(pooled)};
 }
 
 TORCH_LIBRARY_IMPL(se_kernels, CUDA, m) { m.impl("fc_grads", &fc_grads_formula); }

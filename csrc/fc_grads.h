@@ -13,6 +13,9 @@ namespace se_kernels {
 
 using FcGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+// An absent parameter's gradient: a fresh [0] tensor for each (op outputs may not alias).
+inline at::Tensor absent_grad(const at::Tensor& pooled) { return pooled.new_empty({0}); }
+
 struct FcGradsProblem {
   int64_t N, C, R1;  // R1: FC1 output width
   bool has_b1, has_fc2, has_b2;

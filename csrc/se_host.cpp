@@ -129,12 +129,12 @@ void check_w2(const at::Tensor& w2, int64_t C, int64_t R1, const at::Tensor& x) 
 
 void check_b2_residual(const std::optional<at::Tensor>& b2,
                        const std::optional<at::Tensor>& residual, int64_t C, const at::Tensor& x) {
-  if (b2.has_value() && b2->defined()) {
+  if (present(b2)) {
     TORCH_CHECK_VALUE(b2->dim() == 1 && b2->size(0) == C, "b2 must have shape [C=", C, "], got ",
                       b2->sizes());
     check_weight("b2", *b2, x);
   }
-  if (residual.has_value() && residual->defined()) {
+  if (present(residual)) {
     TORCH_CHECK_VALUE(residual->sizes() == x.sizes(), "residual must have x's shape ", x.sizes(),
                       ", got ", residual->sizes());
     TORCH_CHECK(residual->device() == x.device(), "residual is on ", residual->device(),
@@ -155,16 +155,16 @@ Problem check_forward(const at::Tensor& x, const at::Tensor& w1,
                     "] to match x, got ", w1.sizes());
   const int64_t R1 = w1.size(0);
   check_weight("w1", w1, x);
-  const bool has_fc2 = w2.has_value() && w2->defined();
+  const bool has_fc2 = present(w2);
   if (has_fc2) {
     check_w2(*w2, C, R1, x);
   } else {
     TORCH_CHECK_VALUE(R1 == C, "with w2=None (single-FC eSE) w1 must be square [C=", C, ", C=", C,
                       "], got ", w1.sizes());
-    TORCH_CHECK_VALUE(!(b2.has_value() && b2->defined()),
+    TORCH_CHECK_VALUE(!present(b2),
                       "b2 was given but w2 is None; single-FC eSE has no second bias");
   }
-  if (b1.has_value() && b1->defined()) {
+  if (present(b1)) {
     TORCH_CHECK_VALUE(b1->dim() == 1 && b1->size(0) == R1, "b1 must have shape [", R1,
                       "] (w1's output size), got ", b1->sizes());
     check_weight("b1", *b1, x);
@@ -191,7 +191,7 @@ Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
   const auto [N, C, HW] = check_x(x);
   // No FC weight: the gate's input is per channel (R1 = C), as single-FC eSE.
   int64_t R1 = C;
-  const bool has_w1 = w1.has_value() && w1->defined(), has_w2 = w2.has_value() && w2->defined();
+  const bool has_w1 = present(w1), has_w2 = present(w2);
   if (has_w1) {
     TORCH_CHECK_VALUE(w1->dim() == 2 && w1->size(1) == C, "w1 must have shape [R, C=", C,
                       "] to match x, got ", w1->sizes());
@@ -202,7 +202,7 @@ Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
     R1 = w2->size(1);
     check_w2(*w2, C, R1, x);
   } else {
-    TORCH_CHECK_VALUE(!(b2.has_value() && b2->defined()),
+    TORCH_CHECK_VALUE(!present(b2),
                       "b2 was given but w2 is None; the gate takes z1 itself");
   }
   check_b2_residual(b2, residual, C, x);
@@ -216,9 +216,9 @@ Problem check_split(const at::Tensor& x, const std::optional<at::Tensor>& w1,
 // op without FC weights.
 void check_taps(const std::optional<at::Tensor>& taps, const std::optional<at::Tensor>& bias,
                 const Problem& p, const at::Tensor& x) {
-  const bool has_taps = taps.has_value() && taps->defined();
+  const bool has_taps = present(taps);
   if (!has_taps) {
-    TORCH_CHECK_VALUE(!(bias.has_value() && bias->defined()), "taps_bias was given without taps");
+    TORCH_CHECK_VALUE(!present(bias), "taps_bias was given without taps");
     return;
   }
   TORCH_CHECK_VALUE(!p.has_fc2, "taps (ECA's convolution) take the place of the FC weights; "
@@ -226,7 +226,7 @@ void check_taps(const std::optional<at::Tensor>& taps, const std::optional<at::T
   TORCH_CHECK_VALUE(taps->dim() == 1 && taps->size(0) % 2 == 1, "taps must be 1-D of odd size k, got ",
                     taps->sizes());
   check_weight("taps", *taps, x);
-  if (bias.has_value() && bias->defined()) {
+  if (present(bias)) {
     TORCH_CHECK_VALUE(bias->numel() == 1, "taps_bias must have one element, got ", bias->sizes());
     check_weight("taps_bias", *bias, x);
   }
@@ -246,7 +246,7 @@ void check_grad_and_out(const at::Tensor& grad_y, const std::optional<at::Tensor
 
 Problem check_split_squeeze(const at::Tensor& x, const std::optional<at::Tensor>& w1) {
   Problem p = check_split(x, w1, std::nullopt, std::nullopt, std::nullopt, {});
-  if (!(w1.has_value() && w1->defined())) p.R1 = 0;
+  if (!present(w1)) p.R1 = 0;
   return p;
 }
 

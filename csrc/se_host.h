@@ -23,6 +23,10 @@ struct HWStrides {
 std::optional<HWStrides> hw_strides(const at::Tensor& t);
 HWStrides kernel_strides(const char* name, const at::Tensor& t);  // throws if not mergeable
 
+// An optional tensor argument that was given: a schema's None arrives as nullopt or as an
+// undefined tensor.
+inline bool present(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
+
 struct Problem {
   int64_t N, C, HW, R1;  // R1: FC1 output width (R, or C for single-FC eSE)
   bool has_fc2;

@@ -70,8 +70,6 @@ const KernelOps& kernel_ops(bool sim) {
   return sim ? emulated : native;
 }
 
-bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
-
 // A 1x1 conv weight [out, in, 1, 1] as the [out, in] matrix the ops take (a view); any
 // other shape goes to the op as it is, whose check names it.
 at::Tensor as_matrix(const at::Tensor& w) {

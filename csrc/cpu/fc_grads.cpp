@@ -40,10 +40,10 @@ FcGrads fc_grads_cpu(const at::Tensor& grad_fc1, const at::Tensor& grad_fc2,
   const auto [N, C, R1, has_b1, has_fc2, has_b2] =
       check_fc_grads(grad_fc1, grad_fc2, pooled, fc1_out, w1, b1, w2, b2);
 
-  // An absent parameter's gradient: a fresh [0] tensor each (outputs may not alias).
-  const auto none = [&] { return pooled.new_empty({0}); };
   const GradLike gw1(w1);
-  const GradLike gb1(has_b1 ? *b1 : none()), gw2(has_fc2 ? *w2 : none()), gb2(has_b2 ? *b2 : none());
+  const GradLike gb1(has_b1 ? *b1 : absent_grad(pooled));
+  const GradLike gw2(has_fc2 ? *w2 : absent_grad(pooled));
+  const GradLike gb2(has_b2 ? *b2 : absent_grad(pooled));
   // One scratch allocation: grad_fc1^T, grad_fc2^T, act(fc1_out).
   const int64_t fc2_rows = has_fc2 ? N : 0;
   ScratchFloats scratch(pooled, {R1 * N, C * fc2_rows, fc2_rows * R1});

@@ -46,7 +46,7 @@ ForwardOutputs run_forward(const at::Tensor& x_in, const at::Tensor& w1,
 
   const bool cl = choose_channels_last(x_in);
   const at::Tensor x = in_layout(x_in, cl);
-  const bool has_residual = residual.has_value() && residual->defined();
+  const bool has_residual = present(residual);
   const at::Tensor res = has_residual ? in_layout(*residual, cl) : at::Tensor();
   const Plan plan = make_plan(p, cl, x.element_size(), opts.pool == Pool::Avg,
                               at::get_num_threads());
@@ -209,7 +209,7 @@ std::tuple<at::Tensor, at::Tensor> split_excite_cpu(
   const Problem p = check_split_excite(x_in, pooled, z1, w2, b2, residual, taps, taps_bias);
   const bool cl = choose_channels_last(x_in);
   const at::Tensor x = in_layout(x_in, cl);
-  const bool has_residual = residual.has_value() && residual->defined();
+  const bool has_residual = present(residual);
   const at::Tensor res = has_residual ? in_layout(*residual, cl) : at::Tensor();
   const at::Tensor z1f = as_float(z1), w2f = as_float(w2), b2f = as_float(b2),
                    taps_f = as_float(taps), bias_f = as_float(taps_bias);

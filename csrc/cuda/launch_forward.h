@@ -110,7 +110,7 @@ inline ForwardOutputs run_forward(const at::Tensor& x, const at::Tensor& w1,
   ForwardOutputs outputs = keep_saved ? forward_outputs(x, p, opts)
                                       : ForwardOutputs(at::empty_like(x), {}, {}, {}, {});
   const at::Tensor y = std::get<0>(outputs);
-  const bool has_residual = residual.has_value() && residual->defined();
+  const bool has_residual = present(residual);
   const at::Tensor& res = has_residual ? *residual : x;
   const HWStrides xs = kernel_strides("x", x);
   const Plan plan = make_plan(p, xs, opts.pool == Pool::Avg, sm_count(x), {x, res, y});

@@ -34,7 +34,7 @@ inline std::tuple<at::Tensor, at::Tensor> split_squeeze(const at::Tensor& x,
   const HWStrides xs = kernel_strides("x", x);
   const Plan plan = make_plan(p, xs, true, sm_count(x), {x});
   // Without w1 the kernel's FC1 has no rows; it still gets a (zero-size) weight array.
-  const bool has_w1 = w1.has_value() && w1->defined();
+  const bool has_w1 = present(w1);
   const at::Tensor w1f = has_w1 ? as_float(w1) : float_buffer(x, {0, p.C});
   const std::vector<at::Tensor> scratch = float_buffers(
       x, {{p.N, plan.n_splits, p.C}, {p.N, plan.n_parts(), p.R1}, {0}});
@@ -65,7 +65,7 @@ inline std::tuple<at::Tensor, at::Tensor> split_excite(
   at::Tensor y = at::empty_like(x), logits = float_buffer(x, {p.N, p.C});
   if (p.N == 0) return {y, logits};
   const DeviceGuard guard(x.device());
-  const bool has_residual = residual.has_value() && residual->defined();
+  const bool has_residual = present(residual);
   const at::Tensor& res = has_residual ? *residual : x;
   const Plan plan = make_plan(p, kernel_strides("x", x), true, sm_count(x), {x, res, y});
   const at::Tensor pooled_f = as_float(pooled), z1_f = as_float(z1), w2f = as_float(w2),
