@@ -16,7 +16,9 @@ by an identity ("without SE"), so
 with forward and backward of the SE layers both counted in a training step. A third copy
 ("pool+scale only") replaces each SE module by ``x * x.mean((2, 3))``: the two passes over
 x that a two-launch kernel keeps, so ``original - pool+scale only`` is what fusing the small
-ops can save at most. Also the SE overhead of seresnet50 over resnet50 when both run.
+ops can save at most; at inference a fourth ("pool+scale+weights") also reads each SE
+module's parameters once (one sum over a private copy), as every kernel that computes the
+gate must: the floor under any SE kernel that reads x twice. Also the SE overhead of seresnet50 over resnet50 when both run.
 Writes e2e.csv / e2e.json next to the se_layer results; on the CPU the JSON also keeps
 every round's step time, which ``python -m benchmarks.e2e_pool`` pools over several runs.
 """
@@ -104,16 +106,31 @@ class PoolAndScale(torch.nn.Module):
         return x * x.mean((2, 3), keepdim=True)
 
 
+class PoolScaleAndWeights(PoolAndScale):
+    """PoolAndScale plus one read of the SE module's parameters, which eager's 1x1 convs and
+    the fused kernels read too: a sum over a contiguous copy of them (one op, read once per
+    step like the originals, cold in the same way). Inference only: a training step also
+    reads the weights in backward and writes their gradients."""
+
+    def __init__(self, se: torch.nn.Module):
+        super().__init__()
+        self.register_buffer("params", torch.cat([p.detach().reshape(-1) for p in se.parameters()]))
+
+    def forward(self, x):
+        self.params.sum()  # the read; its value is not needed
+        return super().forward(x)
+
+
 def replace_se(model: torch.nn.Module, make) -> torch.nn.Module:
-    """A copy with every SE module replaced by make() (an SE module's output has x's shape,
-    so the rest of the network is unchanged)."""
+    """A copy with every SE module replaced by make(that module) (an SE module's output has
+    x's shape, so the rest of the network is unchanged)."""
     from se_kernels.adapters import is_known_se
 
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for child_name, child in parent.named_children():
             if is_known_se(child):
-                setattr(parent, child_name, make())
+                setattr(parent, child_name, make(child))
     return model
 
 
@@ -124,8 +141,10 @@ def variants(name: str, mode: str, args):
     out = [("original", original)]
     if name != "resnet50":
         out.append(("se_kernels", se_kernels.convert_model(copy.deepcopy(original), backend=args.backend)))
-        out.append(("without SE", replace_se(original, torch.nn.Identity)))
-        out.append(("pool+scale only", replace_se(original, PoolAndScale)))
+        out.append(("without SE", replace_se(original, lambda se: torch.nn.Identity())))
+        out.append(("pool+scale only", replace_se(original, lambda se: PoolAndScale())))
+        if mode == "inference":
+            out.append(("pool+scale+weights", replace_se(original, PoolScaleAndWeights)))
     if not args.no_compile:
         out += [(f"{label}+compile", torch.compile(m)) for label, m in list(out)
                 if label in ("original", "se_kernels")]

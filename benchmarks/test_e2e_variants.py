@@ -1,0 +1,49 @@
+"""The models e2e times beside the original: which variants each mode gets, and what the
+ablation copies (without SE, pool+scale, pool+scale+weights) put where the SE modules were."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from benchmarks import e2e
+from se_kernels.adapters import is_known_se
+
+timm = pytest.importorskip("timm")
+
+
+def _args() -> argparse.Namespace:
+    return argparse.Namespace(device="cpu", dtype="float32", backend="auto", no_compile=True)
+
+
+def _se_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for m in model.modules() if is_known_se(m) for p in m.parameters())
+
+
+@pytest.mark.parametrize("mode, floor", [("inference", True), ("train", False)])
+def test_variants_per_mode(mode, floor):
+    labels = [label for label, _ in e2e.variants("mobilenetv3_large_100", mode, _args())]
+    expected = ["original", "se_kernels", "without SE", "pool+scale only"]
+    assert labels == expected + (["pool+scale+weights"] if floor else [])
+
+
+def test_pool_scale_and_weights_reads_a_copy_of_every_se_parameter():
+    original = e2e.build("mobilenetv3_large_100", _args()).eval()
+    floor = e2e.replace_se(original, e2e.PoolScaleAndWeights)
+    stand_ins = [m for m in floor.modules() if isinstance(m, e2e.PoolScaleAndWeights)]
+    assert len(stand_ins) == sum(is_known_se(m) for m in original.modules()) == 8
+    assert sum(m.params.numel() for m in stand_ins) == _se_params(original) > 0
+    assert not any(is_known_se(m) for m in floor.modules())
+    originals = {p.data_ptr() for p in original.parameters()}
+    assert all(m.params.data_ptr() not in originals for m in stand_ins)  # copies, read cold alike
+
+
+def test_pool_scale_and_weights_output_is_pool_and_scale():
+    se = timm.layers.SEModule(24, rd_channels=8)
+    x = torch.randn(2, 24, 5, 3).contiguous(memory_format=torch.channels_last)
+    y = e2e.PoolScaleAndWeights(se)(x)
+    torch.testing.assert_close(y, x * x.mean((2, 3), keepdim=True), rtol=0, atol=0)
+    torch.testing.assert_close(e2e.PoolScaleAndWeights(se).params,
+                               torch.cat([p.reshape(-1) for p in se.parameters()]), rtol=0, atol=0)
