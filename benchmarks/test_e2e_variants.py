@@ -7,6 +7,7 @@ import argparse
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks import e2e
 from se_kernels.adapters import is_known_se
@@ -47,3 +48,25 @@ def test_pool_scale_and_weights_output_is_pool_and_scale():
     torch.testing.assert_close(y, x * x.mean((2, 3), keepdim=True), rtol=0, atol=0)
     torch.testing.assert_close(e2e.PoolScaleAndWeights(se).params,
                                torch.cat([p.reshape(-1) for p in se.parameters()]), rtol=0, atol=0)
+
+
+class _OpLog(TorchDispatchMode):
+    """Records (op, numel of its first tensor argument) for every ATen op it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        self.calls.append((func.overloadpacket.__name__, None if first is None else first.numel()))
+        return func(*args, **(kwargs or {}))
+
+
+def test_pool_scale_and_weights_reads_its_parameters_every_call():
+    stand_in = e2e.PoolScaleAndWeights(timm.layers.SEModule(24, rd_channels=8))
+    x = torch.randn(2, 24, 5, 3)
+    for _ in range(2):
+        with torch.no_grad(), _OpLog() as log:
+            stand_in(x)
+        assert ("sum", stand_in.params.numel()) in log.calls
