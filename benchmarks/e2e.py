@@ -16,9 +16,11 @@ by an identity ("without SE"), so
 with forward and backward of the SE layers both counted in a training step. A third copy
 ("pool+scale only") replaces each SE module by ``x * x.mean((2, 3))``: the two passes over
 x that a two-launch kernel keeps, so ``original - pool+scale only`` is what fusing the small
-ops can save at most; at inference a fourth ("pool+scale+weights") also reads each SE
+ops can save at most. At inference a fourth ("pool+scale+weights") also reads each SE
 module's parameters once (one sum over a private copy), as every kernel that computes the
-gate must: the floor under any SE kernel that reads x twice. Also the SE overhead of seresnet50 over resnet50 when both run.
+gate must: the traffic any SE kernel that reads x twice keeps, at eager's speed for the
+two passes (a floor, not a hard bound: a faster pass over x beats it). Also the SE
+overhead of seresnet50 over resnet50 when both run.
 Writes e2e.csv / e2e.json next to the se_layer results; on the CPU the JSON also keeps
 every round's step time, which ``python -m benchmarks.e2e_pool`` pools over several runs.
 """
