@@ -32,6 +32,7 @@ import copy
 import csv
 import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from tqdm import tqdm
@@ -183,10 +184,10 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
             timings = time_all(calls, args.device, args.quick)
         speedups = {label: paired_speedup(timings["original"], t) for label, t in timings.items()}
         # From the paired speedups, so that 1 / (1 - share) is the "without SE" speedup.
-        share = 1 - 1 / speedups["without SE"][0] if "without SE" in speedups else None
+        share = se_share(speedups["without SE"][0] if "without SE" in speedups else None)
         for label, t in timings.items():
             speedup, lo, hi = speedups[label]
-            gain = None if share is None else (1 - 1 / speedup) / share
+            gain = captured(speedup, share)
             rows.append(dict(model=name, mode=mode, variant=label, batch=batch,
                              dtype=args.dtype, median_ms=t.median_ms, p20_ms=t.p20_ms,
                              p80_ms=t.p80_ms, img_per_s=batch / t.median_ms * 1e3,
@@ -195,15 +196,32 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
                              round_ms=list(t.samples_ms)))  # JSON only: e2e_pool pools them
     overhead = se_overhead(rows)
     for r in rows:
-        extra = "" if r["se_share"] is None else (f"  SE share {100 * r['se_share']:.1f}%, "
-                                                   f"captured {100 * r['captured']:.0f}%")
         print(f"{r['model']:24s} {r['mode']:9s} b{r['batch']:<3d} {r['variant']:22s} "
               f"{r['median_ms']:9.2f} ms {r['img_per_s']:9.1f} img/s  x{r['speedup']:.3f} "
-              f"(p20/p80 x{r['speedup_p20_p80'][0]:.3f}-x{r['speedup_p20_p80'][1]:.3f}){extra}")
+              f"(p20/p80 x{r['speedup_p20_p80'][0]:.3f}-x{r['speedup_p20_p80'][1]:.3f})"
+              f"{share_text(r)}")
     for key, pct in overhead.items():
         print(f"SE overhead of seresnet50 over resnet50, {key}: {pct:+.1f}%")
     write_results(rows, overhead, meta, args)
     return rows
+
+
+def se_share(without_se: Optional[float]) -> Optional[float]:
+    """The eager SE layers' part of the step, from the "without SE" speedup (None when that
+    copy did not run)."""
+    return None if without_se is None else 1 - 1 / without_se
+
+
+def captured(speedup: float, share: Optional[float]) -> Optional[float]:
+    """The part of the SE share that a variant's speedup saves (None without a share)."""
+    return None if not share else (1 - 1 / speedup) / share
+
+
+def share_text(row: dict) -> str:
+    """A printed row's SE share and captured suffix ("" without them)."""
+    if row["captured"] is None:
+        return ""
+    return f"  SE share {100 * row['se_share']:.1f}%, captured {100 * row['captured']:.0f}%"
 
 
 def write_results(rows: list[dict], overhead: dict, meta: dict, args: argparse.Namespace) -> None:

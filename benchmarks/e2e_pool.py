@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .e2e import captured, se_share, share_text
+
 Key = tuple[str, str, int, str]  # model, mode, batch, variant
 
 
@@ -66,9 +68,8 @@ def pool(runs: list[dict[Key, list[float]]]) -> list[dict]:
                          run_medians=[float(np.median(r)) for r in per_run]))
     speedup = {(r["model"], r["mode"], r["batch"], r["variant"]): r["speedup"] for r in rows}
     for r in rows:
-        without = speedup.get((r["model"], r["mode"], r["batch"], "without SE"))
-        r["se_share"] = None if without is None else 1 - 1 / without
-        r["captured"] = None if not r["se_share"] else (1 - 1 / r["speedup"]) / r["se_share"]
+        r["se_share"] = se_share(speedup.get((r["model"], r["mode"], r["batch"], "without SE")))
+        r["captured"] = captured(r["speedup"], r["se_share"])
     return rows
 
 
@@ -79,12 +80,11 @@ def main(argv=None) -> list[dict]:
     args = p.parse_args(argv)
     rows = pool([load_run(path) for path in args.runs])
     for r in rows:
-        share = "" if r["se_share"] is None else (f"  SE share {100 * r['se_share']:.1f}%, "
-                                                  f"captured {100 * r['captured']:.0f}%")
         runs = " / ".join(f"{m:.3f}" for m in r["run_medians"])
         print(f"{r['model']:24s} {r['mode']:9s} b{r['batch']:<3d} {r['variant']:16s} "
               f"x{r['speedup']:.3f} (90% x{r['ci90_lo']:.3f}-x{r['ci90_hi']:.3f}; "
-              f"p20/p80 x{r['p20']:.3f}-x{r['p80']:.3f}; {r['rounds']} rounds; runs {runs}){share}")
+              f"p20/p80 x{r['p20']:.3f}-x{r['p80']:.3f}; {r['rounds']} rounds; runs {runs})"
+              f"{share_text(r)}")
     if args.out:
         with open(args.out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
