@@ -101,8 +101,8 @@ inline void for_vectors_x4(int64_t len, Fn&& fn) {
 inline fVec combine4(const fVec (&acc)[4]) { return (acc[0] + acc[1]) + (acc[2] + acc[3]); }
 
 // channels_last reductions read this many rows of channels at a time and fold them into
-// one running row of sums (L1-resident): four contiguous streams for the prefetcher, and
-// one load and store of the sums per four rows.
+// one running row of sums (L1-resident): one load and store of the sums per four rows.
+// (The backward takes whole rows one at a time: see backward_kernel.cpp.)
 constexpr int64_t kRowsAtOnce = 4;
 
 inline fVec max4(const fVec (&acc)[4]) {
