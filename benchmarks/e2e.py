@@ -62,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--python-autograd", action="store_true",
                    help="converted models build the Python SEFunction, not the C++ autograd "
                         "node (the build before 81b3982): an A/B of the two")
+    p.add_argument("--input-act-bound", action="store_true",
+                   help="also time the converted model with the activation that feeds each SE "
+                        "module removed (see drop_input_act): what fusing it would give at most")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     on_gpu = args.device == "cuda"
@@ -137,13 +140,42 @@ def replace_se(model: torch.nn.Module, make) -> torch.nn.Module:
     return model
 
 
+# timm's EfficientNet / MobileNetV3 blocks: the norm+act module whose output is the SE
+# module's input (their forward: ..., that module, aa, se, ...).
+INPUT_NORM_ACT = {"InvertedResidual": "bn2", "DepthwiseSeparableConv": "bn1"}
+
+
+def drop_input_act(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
+    """A copy with the activation that feeds each SE module replaced by an identity, and
+    how many were. Not the same network: a timing bound. A kernel that applied that
+    activation itself while reading the SE input (and its derivative in backward) would
+    save the activation's own passes (forward: read, write; backward: read the gradient
+    and the input, write): at most what this copy saves over the converted model."""
+    model = copy.deepcopy(model)
+    dropped = 0
+    for block in model.modules():
+        norm = getattr(block, INPUT_NORM_ACT.get(type(block).__name__, ""), None)
+        act = getattr(norm, "act", None)
+        feeds_se = (isinstance(getattr(block, "aa", None), torch.nn.Identity)
+                    and not isinstance(getattr(block, "se", torch.nn.Identity()), torch.nn.Identity))
+        if feeds_se and act is not None and not isinstance(act, torch.nn.Identity):
+            norm.act = torch.nn.Identity()
+            dropped += 1
+    return model, dropped
+
+
 def variants(name: str, mode: str, args):
     """(label, model) pairs: original, converted and without SE, eager and (unless disabled)
     compiled. Conversion happens in the mode's train/eval state (eval folds SE batch norms)."""
     original = build(name, args).train(mode == "train")
     out = [("original", original)]
     if name != "resnet50":
-        out.append(("se_kernels", se_kernels.convert_model(copy.deepcopy(original), backend=args.backend)))
+        converted = se_kernels.convert_model(copy.deepcopy(original), backend=args.backend)
+        out.append(("se_kernels", converted))
+        if args.input_act_bound:
+            bound, dropped = drop_input_act(converted)
+            if dropped:
+                out.append(("se_kernels, no input act", bound))
         out.append(("without SE", replace_se(original, lambda se: torch.nn.Identity())))
         out.append(("pool+scale only", replace_se(original, lambda se: PoolAndScale())))
         if mode == "inference":
@@ -196,7 +228,7 @@ def benchmark(args: argparse.Namespace) -> list[dict]:
                              round_ms=list(t.samples_ms)))  # JSON only: e2e_pool pools them
     overhead = se_overhead(rows)
     for r in rows:
-        print(f"{r['model']:24s} {r['mode']:9s} b{r['batch']:<3d} {r['variant']:22s} "
+        print(f"{r['model']:24s} {r['mode']:9s} b{r['batch']:<3d} {r['variant']:24s} "
               f"{r['median_ms']:9.2f} ms {r['img_per_s']:9.1f} img/s  x{r['speedup']:.3f} "
               f"(p20/p80 x{r['speedup_p20_p80'][0]:.3f}-x{r['speedup_p20_p80'][1]:.3f})"
               f"{share_text(r)}")

@@ -81,7 +81,7 @@ def main(argv=None) -> list[dict]:
     rows = pool([load_run(path) for path in args.runs])
     for r in rows:
         runs = " / ".join(f"{m:.3f}" for m in r["run_medians"])
-        print(f"{r['model']:24s} {r['mode']:9s} b{r['batch']:<3d} {r['variant']:16s} "
+        print(f"{r['model']:24s} {r['mode']:9s} b{r['batch']:<3d} {r['variant']:24s} "
               f"x{r['speedup']:.3f} (90% x{r['ci90_lo']:.3f}-x{r['ci90_hi']:.3f}; "
               f"p20/p80 x{r['p20']:.3f}-x{r['p80']:.3f}; {r['rounds']} rounds; runs {runs})"
               f"{share_text(r)}")

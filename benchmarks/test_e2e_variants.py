@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import se_kernels
 from benchmarks import e2e
 from se_kernels.adapters import is_known_se
 
@@ -16,7 +17,8 @@ timm = pytest.importorskip("timm")
 
 
 def _args() -> argparse.Namespace:
-    return argparse.Namespace(device="cpu", dtype="float32", backend="auto", no_compile=True)
+    return argparse.Namespace(device="cpu", dtype="float32", backend="auto", no_compile=True,
+                              input_act_bound=False)
 
 
 def _se_params(model: torch.nn.Module) -> int:
@@ -70,3 +72,40 @@ def test_pool_scale_and_weights_reads_its_parameters_every_call():
         with torch.no_grad(), _OpLog() as log:
             stand_in(x)
         assert ("sum", stand_in.params.numel()) in log.calls
+
+
+def test_input_act_bound_is_opt_in_and_only_where_an_act_feeds_se():
+    args = _args()
+    args.input_act_bound = True
+    labels = [label for label, _ in e2e.variants("efficientnet_b0", "train", args)]
+    assert labels == ["original", "se_kernels", "se_kernels, no input act", "without SE",
+                      "pool+scale only"]
+    # SE-ResNet's SE module follows a BatchNorm with no activation: nothing to drop.
+    assert "se_kernels, no input act" not in [label for label, _ in e2e.variants("seresnet50", "train", args)]
+
+
+@pytest.mark.parametrize("name, blocks", [("efficientnet_b0", 16), ("mobilenetv3_large_100", 8)])
+def test_drop_input_act_feeds_each_se_module_its_pre_activation(name, blocks):
+    converted = se_kernels.convert_model(e2e.build(name, _args()).eval())
+    bound, dropped = e2e.drop_input_act(converted)
+    assert dropped == blocks
+    pairs = [(a, b) for a, b in zip(converted.modules(), bound.modules())
+             if type(a).__name__ in e2e.INPUT_NORM_ACT and not isinstance(a.se, torch.nn.Identity)]
+    assert len(pairs) == blocks
+    for block, bound_block in pairs:
+        norm = getattr(block, e2e.INPUT_NORM_ACT[type(block).__name__])
+        assert not isinstance(norm.act, torch.nn.Identity)  # the converted model is untouched
+        seen = {}
+
+        def keep(key):  # a pre-hook that returns None (a value would replace the input)
+            return lambda module, inputs: seen.__setitem__(key, inputs[0].clone())
+
+        # Pre-hooks, and a copy: the activation runs in place.
+        norm.act.register_forward_pre_hook(keep("pre_act"))
+        bound_block.se.register_forward_pre_hook(keep("se_input"))
+        first_conv = next(m for m in block.modules() if isinstance(m, torch.nn.Conv2d))
+        x = torch.randn(2, first_conv.in_channels, 12, 12)
+        with torch.no_grad():
+            block(x)
+            bound_block(x)
+        torch.testing.assert_close(seen["se_input"], seen["pre_act"], rtol=0, atol=0)
