@@ -19,7 +19,9 @@ x that a two-launch kernel keeps, so ``original - pool+scale only`` is what fusi
 ops can save at most. At inference a fourth ("pool+scale+weights") also reads each SE
 module's parameters once (one sum over a private copy), as every kernel that computes the
 gate must: the traffic any SE kernel that reads x twice keeps, at eager's speed for the
-two passes (a floor, not a hard bound: a faster pass over x beats it). Also the SE
+two passes (a floor, not a hard bound: a faster pass over x beats it). With
+``--input-act-bound``, one more copy of the converted model has the activation that feeds
+each SE module removed ("se_kernels, no input act", see drop_input_act). Also the SE
 overhead of seresnet50 over resnet50 when both run.
 Writes e2e.csv / e2e.json next to the se_layer results; on the CPU the JSON also keeps
 every round's step time, which ``python -m benchmarks.e2e_pool`` pools over several runs.
