@@ -156,11 +156,12 @@ def drop_input_act(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
     model = copy.deepcopy(model)
     dropped = 0
     for block in model.modules():
-        norm = getattr(block, INPUT_NORM_ACT.get(type(block).__name__, ""), None)
-        act = getattr(norm, "act", None)
-        feeds_se = (isinstance(getattr(block, "aa", None), torch.nn.Identity)
-                    and not isinstance(getattr(block, "se", torch.nn.Identity()), torch.nn.Identity))
-        if feeds_se and act is not None and not isinstance(act, torch.nn.Identity):
+        norm_name = INPUT_NORM_ACT.get(type(block).__name__)
+        if norm_name is None or isinstance(block.se, torch.nn.Identity):
+            continue  # not one of those blocks, or one without an SE module
+        norm = getattr(block, norm_name)
+        # Only where the activation's output is the SE input (no anti-aliasing between).
+        if isinstance(block.aa, torch.nn.Identity) and not isinstance(norm.act, torch.nn.Identity):
             norm.act = torch.nn.Identity()
             dropped += 1
     return model, dropped
