@@ -19,8 +19,10 @@ x that a two-launch kernel keeps, so ``original - pool+scale only`` is what fusi
 ops can save at most. At inference a fourth ("pool+scale+weights") also reads each SE
 module's parameters once (one sum over a private copy), as every kernel that computes the
 gate must: the traffic any SE kernel that reads x twice keeps, at eager's speed for the
-two passes (a floor, not a hard bound: a faster pass over x beats it). With
-``--input-act-bound``, one more copy of the converted model has the activation that feeds
+two passes (a floor, not a hard bound: a faster pass over x beats it). In a training step
+the fourth is "two-launch floor" (TwoLaunchFloor): that parameter read and the seven
+passes over the activations that the fused forward and backward make, as ATen ops (its
+backward does not compute x's true gradient). With ``--input-act-bound``, one more copy of the converted model has the activation that feeds
 each SE module removed ("se_kernels, no input act", see drop_input_act). Also the SE
 overhead of seresnet50 over resnet50 when both run.
 Writes e2e.csv / e2e.json next to the se_layer results; on the CPU the JSON also keeps
@@ -129,6 +131,43 @@ class PoolScaleAndWeights(PoolAndScale):
         return super().forward(x)
 
 
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """t as one flat view in memory order (channels_last: NHWC); raises rather than copy."""
+    if t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+        return t.permute(0, 2, 3, 1).view(-1)
+    return t.view(-1)
+
+
+class _TwoLaunchPasses(torch.autograd.Function):
+    """The passes over the activations that the fused two-launch design makes in a training
+    step, as ATen ops: forward x * mean(x) (read x, read x and write y); backward one dot
+    product of g and x (the per-channel sums' read of both) and g * s (read g, write dx).
+    The dot's value is dropped, so dx is not x's true gradient: timing only."""
+
+    @staticmethod
+    def forward(ctx, x):
+        s = x.mean((2, 3), keepdim=True)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s = ctx.saved_tensors
+        torch.dot(_flat(g), _flat(x))
+        return g * s
+
+
+class TwoLaunchFloor(PoolScaleAndWeights):
+    """Training's counterpart of PoolScaleAndWeights: the fused design's seven passes over
+    the activations (see _TwoLaunchPasses) at ATen's speed, and one read of the SE
+    module's parameters. The backward's reads of the weights and writes of their
+    gradients are left out, so it errs low. Not the same network: a timing floor."""
+
+    def forward(self, x):
+        self.params.sum()  # the read; its value is not needed
+        return _TwoLaunchPasses.apply(x)
+
+
 def replace_se(model: torch.nn.Module, make) -> torch.nn.Module:
     """A copy with every SE module replaced by make(that module) (an SE module's output has
     x's shape, so the rest of the network is unchanged)."""
@@ -183,6 +222,8 @@ def variants(name: str, mode: str, args):
         out.append(("pool+scale only", replace_se(original, lambda se: PoolAndScale())))
         if mode == "inference":
             out.append(("pool+scale+weights", replace_se(original, PoolScaleAndWeights)))
+        else:
+            out.append(("two-launch floor", replace_se(original, TwoLaunchFloor)))
     if not args.no_compile:
         out += [(f"{label}+compile", torch.compile(m)) for label, m in list(out)
                 if label in ("original", "se_kernels")]

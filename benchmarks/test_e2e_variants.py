@@ -1,5 +1,6 @@
 """The models e2e times beside the original: which variants each mode gets, and what the
-ablation copies (without SE, pool+scale, pool+scale+weights) put where the SE modules were."""
+ablation copies (without SE, pool+scale, pool+scale+weights, two-launch floor) put where
+the SE modules were."""
 
 from __future__ import annotations
 
@@ -25,11 +26,11 @@ def _se_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for m in model.modules() if is_known_se(m) for p in m.parameters())
 
 
-@pytest.mark.parametrize("mode, floor", [("inference", True), ("train", False)])
+@pytest.mark.parametrize("mode, floor", [("inference", "pool+scale+weights"),
+                                         ("train", "two-launch floor")])
 def test_variants_per_mode(mode, floor):
     labels = [label for label, _ in e2e.variants("mobilenetv3_large_100", mode, _args())]
-    expected = ["original", "se_kernels", "without SE", "pool+scale only"]
-    assert labels == expected + (["pool+scale+weights"] if floor else [])
+    assert labels == ["original", "se_kernels", "without SE", "pool+scale only", floor]
 
 
 def test_pool_scale_and_weights_reads_a_copy_of_every_se_parameter():
@@ -74,12 +75,34 @@ def test_pool_scale_and_weights_reads_its_parameters_every_call():
         assert ("sum", stand_in.params.numel()) in log.calls
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_two_launch_floor_makes_the_fused_passes(channels_last):
+    # Forward: the pool and the scale; backward: one read of g and x together (a dot over
+    # the whole tensors, as flat views: no copy), then g * s. dx is g * s, nothing more.
+    stand_in = e2e.TwoLaunchFloor(timm.layers.SEModule(24, rd_channels=8))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 24, 5, 3).contiguous(memory_format=fmt).requires_grad_()
+    g = torch.randn(2, 24, 5, 3).contiguous(memory_format=fmt)
+    with _OpLog() as log:
+        y = stand_in(x)
+    s = x.detach().mean((2, 3), keepdim=True)
+    torch.testing.assert_close(y, x.detach() * s, rtol=0, atol=0)
+    assert ("sum", stand_in.params.numel()) in log.calls
+    with _OpLog() as log:
+        (dx,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close(dx, g * s, rtol=0, atol=0)
+    ops = [name for name, _ in log.calls]
+    assert ("dot", x.numel()) in log.calls and "mul" in ops
+    assert not {"clone", "contiguous", "copy_", "_to_copy"} & set(ops)  # flat views only
+    assert e2e._flat(g).data_ptr() == g.data_ptr() and e2e._flat(g).numel() == g.numel()
+
+
 def test_input_act_bound_is_opt_in_and_only_where_an_act_feeds_se():
     args = _args()
     args.input_act_bound = True
     labels = [label for label, _ in e2e.variants("efficientnet_b0", "train", args)]
     assert labels == ["original", "se_kernels", "se_kernels, no input act", "without SE",
-                      "pool+scale only"]
+                      "pool+scale only", "two-launch floor"]
     # SE-ResNet's SE module follows a BatchNorm with no activation: nothing to drop.
     assert "se_kernels, no input act" not in [label for label, _ in e2e.variants("seresnet50", "train", args)]
 
