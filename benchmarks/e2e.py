@@ -22,9 +22,10 @@ gate must: the traffic any SE kernel that reads x twice keeps, at eager's speed 
 two passes (a floor, not a hard bound: a faster pass over x beats it). In a training step
 the fourth is "two-launch floor" (TwoLaunchFloor): that parameter read and the seven
 passes over the activations that the fused forward and backward make, as ATen ops (its
-backward does not compute x's true gradient). With ``--input-act-bound``, one more copy of the converted model has the activation that feeds
-each SE module removed ("se_kernels, no input act", see drop_input_act). Also the SE
-overhead of seresnet50 over resnet50 when both run.
+backward does not compute x's true gradient). With ``--input-act-bound``, one more copy
+of the converted model has the activation that feeds each SE module removed
+("se_kernels, no input act", see drop_input_act). Also the SE overhead of seresnet50 over
+resnet50 when both run.
 Writes e2e.csv / e2e.json next to the se_layer results; on the CPU the JSON also keeps
 every round's step time, which ``python -m benchmarks.e2e_pool`` pools over several runs.
 """
