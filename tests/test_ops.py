@@ -91,9 +91,12 @@ def test_bitwise_deterministic(backend, case):
     # FC2 on 16-output tiles (R <= 64) with a tail tile and a tail k block, FC1 as dot
     # products (C > 64); the FC stage gets 6 rows on one thread, 2 per task on three
     Case(N=6, C=100, H=3, W=3, R=40, layout="channels_last"),
+    # the wide FCs and their input gradients take rows four at a time (AVX-512): 4 + 3
+    # rows on one thread, 3 + 3 + 1 on three, every row-block size against another
+    Case(N=7, C=100, H=3, W=3, R=72),
     # fc_grads splits the weight gradients' rows across threads (16 tasks each here)
     Case(N=8, C=1000, H=2, W=2, R=64, act="silu"),
-], ids=["split", "per-sample", "fc-row-blocks", "weight-grad-rows"])
+], ids=["split", "per-sample", "fc-row-blocks", "fc-row-tails", "weight-grad-rows"])
 def test_cpu_result_does_not_depend_on_thread_count(case):
     """The CPU plan's summation order depends on the shape only, so one and three threads
     give bitwise-identical results: y, the input gradient, and the weight and bias

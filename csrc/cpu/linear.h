@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "vec_io.h"
 
@@ -25,14 +26,21 @@ constexpr int64_t kParallelMacs = 1 << 15;
 constexpr int64_t kNarrowMaxIn = 64;
 constexpr int64_t kTileOut = 16;     // outputs per tile (one 16x16 transpose wide)
 constexpr int64_t kTileRows = 4;     // input rows per pass over a tile (accumulators)
+// Rows per pass over a weight row in the wide FCs and their input gradients: four rows'
+// sums fit AVX-512's 32 registers beside the loaded weights; AVX2 has 16.
+constexpr int64_t kRowsPerPass = kLanes >= 16 ? 4 : 2;
 
-// sum_i a[i] * b[i], with four independent accumulators (FMA latency, not a chain).
-inline float dot(const float* a, const float* b, int64_t len) {
-  fVec acc[4] = {fVec(0.0f), fVec(0.0f), fVec(0.0f), fVec(0.0f)};
-  for_vectors_x4(len, [&](int lane, int64_t i, int64_t n) {
-    acc[lane] = at::vec::fmadd(load(a + i, n), load(b + i, n), acc[lane]);
-  });
-  return sum_lanes(combine4(acc));
+// Calls fn(std::integral_constant<int64_t, n>{}) for a row count 1 <= n <= kRowsPerPass,
+// so the passes keep their accumulators in registers.
+template <typename Fn>
+inline void with_row_count(int64_t n, Fn&& fn) {
+  static_assert(kRowsPerPass == 2 || kRowsPerPass == 4);
+  if (n == 1) fn(std::integral_constant<int64_t, 1>{});
+  else if (n == 2) fn(std::integral_constant<int64_t, 2>{});
+  if constexpr (kRowsPerPass == 4) {
+    if (n == 3) fn(std::integral_constant<int64_t, 3>{});
+    else if (n == 4) fn(std::integral_constant<int64_t, 4>{});
+  }
 }
 
 // out[r, j0:j0+width] for every row, in_f <= kNarrowMaxIn: the weight rows [j0, j0+width)
@@ -76,6 +84,40 @@ inline void linear_narrow_tile(float* out, const float* in, const float* weight,
   }
 }
 
+// out[r0 + rr, j] = in[r0 + rr, :] . w (+ b) for rr < kRows: one pass over the weight
+// row w for kRows input rows, so each weight vector is loaded once per kRows rows (a dot
+// at a time loaded it once per row: two loads per FMA). Per output the sum runs over four
+// accumulators of consecutive vectors, combined as (a0 + a1) + (a2 + a3): an order that
+// the layer's sizes fix, whatever kRows.
+template <int64_t kRows>
+inline void wide_output_rows(float* out, const float* in, const float* w, float b, int64_t r0,
+                             int64_t in_f, int64_t out_f, int64_t j) {
+  fVec acc[kRows][4];
+  for (auto& per_row : acc) for (auto& v : per_row) v = fVec(0.0f);
+  for_vectors_x4(in_f, [&](int lane, int64_t i, int64_t n) {
+    const fVec wv = load(w + i, n);
+    for (int64_t rr = 0; rr < kRows; ++rr) {
+      acc[rr][lane] = at::vec::fmadd(load(in + (r0 + rr) * in_f + i, n), wv, acc[rr][lane]);
+    }
+  });
+  for (int64_t rr = 0; rr < kRows; ++rr) out[(r0 + rr) * out_f + j] = sum_lanes(combine4(acc[rr])) + b;
+}
+
+// Outputs [j0, j1) of `linear` for every row, in_f > kNarrowMaxIn: kRowsPerPass rows per
+// pass over each weight row (L1-resident across the passes).
+inline void linear_wide_outputs(float* out, const float* in, const float* weight, const float* bias,
+                                int64_t rows, int64_t in_f, int64_t out_f, int64_t j0, int64_t j1) {
+  for (int64_t j = j0; j < j1; ++j) {
+    const float* w = weight + j * in_f;
+    const float b = bias ? bias[j] : 0.0f;
+    for (int64_t r0 = 0; r0 < rows; r0 += kRowsPerPass) {
+      with_row_count(std::min(kRowsPerPass, rows - r0), [&](auto n) {
+        wide_output_rows<decltype(n)::value>(out, in, w, b, r0, in_f, out_f, j);
+      });
+    }
+  }
+}
+
 // out[r, j] = in[r, :] . weight[j, :] (+ bias[j]):  in [rows, in_f], weight [out_f, in_f].
 inline void linear(float* out, const float* in, const float* weight, const float* bias,
                    int64_t rows, int64_t in_f, int64_t out_f) {
@@ -92,50 +134,57 @@ inline void linear(float* out, const float* in, const float* weight, const float
   }
   const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(1, rows * in_f));
   at::parallel_for(0, out_f, grain, [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      const float* w = weight + j * in_f;  // stays in L1 across the rows
-      for (int64_t r = 0; r < rows; ++r) {
-        out[r * out_f + j] = dot(in + r * in_f, w, in_f) + (bias ? bias[j] : 0.0f);
-      }
-    }
+    linear_wide_outputs(out, in, weight, bias, rows, in_f, out_f, j0, j1);
   });
 }
 
-// out[i0:i0+V*kLanes) of one row of `linear_input_grad` (the last vector `tail` wide):
-// V vectors of sums held in registers across the whole j loop.
-template <int V>
-inline void input_grad_block(float* out, const float* g_row, const float* weight, int64_t in_f,
+// out[rr, 0:V*kLanes) for rr < kRows (rows of `linear_input_grad`; the last vector
+// `tail` wide): V vectors of sums per row in registers across the whole j loop, each
+// weight vector loaded once for the kRows rows. The sum over j runs in order, whatever
+// kRows.
+template <int V, int64_t kRows>
+inline void input_grad_block(float* out, const float* grad, const float* weight, int64_t in_f,
                              int64_t out_f, int64_t tail) {
-  fVec acc[V];
-  for (auto& v : acc) v = fVec(0.0f);
+  fVec acc[kRows][V];
+  for (auto& per_row : acc) for (auto& v : per_row) v = fVec(0.0f);
   for (int64_t j = 0; j < out_f; ++j) {
-    const fVec g(g_row[j]);
-    const float* w = weight + j * in_f;
-    for (int q = 0; q < V; ++q) acc[q] = at::vec::fmadd(load(w + q * kLanes, q == V - 1 ? tail : kLanes), g, acc[q]);
+    const float* w_row = weight + j * in_f;
+    fVec w[V];
+    for (int q = 0; q < V; ++q) w[q] = load(w_row + q * kLanes, q == V - 1 ? tail : kLanes);
+    for (int64_t rr = 0; rr < kRows; ++rr) {
+      const fVec g(grad[rr * out_f + j]);
+      for (int q = 0; q < V; ++q) acc[rr][q] = at::vec::fmadd(w[q], g, acc[rr][q]);
+    }
   }
-  for (int q = 0; q < V; ++q) store(out + q * kLanes, acc[q], q == V - 1 ? tail : kLanes);
+  for (int64_t rr = 0; rr < kRows; ++rr) {
+    for (int q = 0; q < V; ++q) store(out + rr * in_f + q * kLanes, acc[rr][q], q == V - 1 ? tail : kLanes);
+  }
 }
 
 // out[r, :] = sum_j grad[r, j] * weight[j, :]: the input gradient of `linear`,
 // accumulated over j in order, vectorised along the contiguous in_f, up to four vectors
-// at a time.
+// at a time, kRowsPerPass rows per pass over the weight.
 inline void linear_input_grad(float* out, const float* grad, const float* weight, int64_t rows,
                               int64_t in_f, int64_t out_f) {
-  const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(1, out_f * in_f));
-  at::parallel_for(0, rows, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t i0 = 0; i0 < in_f; i0 += 4 * kLanes) {
-        const int64_t block = std::min(4 * kLanes, in_f - i0);
-        const int64_t vecs = (block + kLanes - 1) / kLanes, tail = block - (vecs - 1) * kLanes;
-        float* o = out + r * in_f + i0;
-        const float *g_row = grad + r * out_f, *w = weight + i0;
-        switch (vecs) {
-          case 1: input_grad_block<1>(o, g_row, w, in_f, out_f, tail); break;
-          case 2: input_grad_block<2>(o, g_row, w, in_f, out_f, tail); break;
-          case 3: input_grad_block<3>(o, g_row, w, in_f, out_f, tail); break;
-          default: input_grad_block<4>(o, g_row, w, in_f, out_f, tail); break;
+  const int64_t blocks = (rows + kRowsPerPass - 1) / kRowsPerPass;
+  const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(1, kRowsPerPass * out_f * in_f));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t r = b0 * kRowsPerPass; r < std::min(rows, b1 * kRowsPerPass); r += kRowsPerPass) {
+      with_row_count(std::min(kRowsPerPass, rows - r), [&](auto n) {
+        constexpr int64_t kRows = decltype(n)::value;
+        for (int64_t i0 = 0; i0 < in_f; i0 += 4 * kLanes) {
+          const int64_t block = std::min(4 * kLanes, in_f - i0);
+          const int64_t vecs = (block + kLanes - 1) / kLanes, tail = block - (vecs - 1) * kLanes;
+          float* o = out + r * in_f + i0;
+          const float *g = grad + r * out_f, *w = weight + i0;
+          switch (vecs) {
+            case 1: input_grad_block<1, kRows>(o, g, w, in_f, out_f, tail); break;
+            case 2: input_grad_block<2, kRows>(o, g, w, in_f, out_f, tail); break;
+            case 3: input_grad_block<3, kRows>(o, g, w, in_f, out_f, tail); break;
+            default: input_grad_block<4, kRows>(o, g, w, in_f, out_f, tail); break;
+          }
         }
-      }
+      });
     }
   });
 }
