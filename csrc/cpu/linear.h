@@ -138,27 +138,49 @@ inline void linear(float* out, const float* in, const float* weight, const float
   });
 }
 
-// out[rr, 0:V*kLanes) for rr < kRows (rows of `linear_input_grad`; the last vector
-// `tail` wide): V vectors of sums per row in registers across the whole j loop, each
-// weight vector loaded once for the kRows rows. The sum over j runs in order, whatever
-// kRows.
-template <int V, int64_t kRows>
+// out[rr, 0:V*kLanes) for rr < kRows (rows of `linear_input_grad`): V vectors of sums
+// per row in registers across the whole j loop, each weight vector loaded once for the
+// kRows rows. The sum over j runs in order, whatever kRows. kFull: every vector is
+// kLanes wide; otherwise V == 1 and it is `tail` wide. (A run-time width inside the j
+// loop made gcc keep the sums on the stack.)
+template <int V, int64_t kRows, bool kFull>
 inline void input_grad_block(float* out, const float* grad, const float* weight, int64_t in_f,
                              int64_t out_f, int64_t tail) {
+  static_assert(kFull || V == 1);
+  const int64_t width = kFull ? kLanes : tail;
   fVec acc[kRows][V];
   for (auto& per_row : acc) for (auto& v : per_row) v = fVec(0.0f);
   for (int64_t j = 0; j < out_f; ++j) {
     const float* w_row = weight + j * in_f;
     fVec w[V];
-    for (int q = 0; q < V; ++q) w[q] = load(w_row + q * kLanes, q == V - 1 ? tail : kLanes);
+    for (int q = 0; q < V; ++q) w[q] = load(w_row + q * kLanes, width);
     for (int64_t rr = 0; rr < kRows; ++rr) {
       const fVec g(grad[rr * out_f + j]);
       for (int q = 0; q < V; ++q) acc[rr][q] = at::vec::fmadd(w[q], g, acc[rr][q]);
     }
   }
   for (int64_t rr = 0; rr < kRows; ++rr) {
-    for (int q = 0; q < V; ++q) store(out + rr * in_f + q * kLanes, acc[rr][q], q == V - 1 ? tail : kLanes);
+    for (int q = 0; q < V; ++q) store(out + rr * in_f + q * kLanes, acc[rr][q], width);
   }
+}
+
+// Rows [0, kRows) of `linear_input_grad` (out and grad point at the first): full blocks
+// of four vectors, then the remaining full vectors, then a partial one.
+template <int64_t kRows>
+inline void input_grad_rows(float* out, const float* grad, const float* weight, int64_t in_f,
+                            int64_t out_f) {
+  int64_t i0 = 0;
+  for (; i0 + 4 * kLanes <= in_f; i0 += 4 * kLanes) {
+    input_grad_block<4, kRows, true>(out + i0, grad, weight + i0, in_f, out_f, kLanes);
+  }
+  switch ((in_f - i0) / kLanes) {
+    case 3: input_grad_block<3, kRows, true>(out + i0, grad, weight + i0, in_f, out_f, kLanes); break;
+    case 2: input_grad_block<2, kRows, true>(out + i0, grad, weight + i0, in_f, out_f, kLanes); break;
+    case 1: input_grad_block<1, kRows, true>(out + i0, grad, weight + i0, in_f, out_f, kLanes); break;
+    default: break;
+  }
+  i0 += (in_f - i0) / kLanes * kLanes;
+  if (i0 < in_f) input_grad_block<1, kRows, false>(out + i0, grad, weight + i0, in_f, out_f, in_f - i0);
 }
 
 // out[r, :] = sum_j grad[r, j] * weight[j, :]: the input gradient of `linear`,
@@ -171,19 +193,7 @@ inline void linear_input_grad(float* out, const float* grad, const float* weight
   at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t r = b0 * kRowsPerPass; r < std::min(rows, b1 * kRowsPerPass); r += kRowsPerPass) {
       with_row_count(std::min(kRowsPerPass, rows - r), [&](auto n) {
-        constexpr int64_t kRows = decltype(n)::value;
-        for (int64_t i0 = 0; i0 < in_f; i0 += 4 * kLanes) {
-          const int64_t block = std::min(4 * kLanes, in_f - i0);
-          const int64_t vecs = (block + kLanes - 1) / kLanes, tail = block - (vecs - 1) * kLanes;
-          float* o = out + r * in_f + i0;
-          const float *g = grad + r * out_f, *w = weight + i0;
-          switch (vecs) {
-            case 1: input_grad_block<1, kRows>(o, g, w, in_f, out_f, tail); break;
-            case 2: input_grad_block<2, kRows>(o, g, w, in_f, out_f, tail); break;
-            case 3: input_grad_block<3, kRows>(o, g, w, in_f, out_f, tail); break;
-            default: input_grad_block<4, kRows>(o, g, w, in_f, out_f, tail); break;
-          }
-        }
+        input_grad_rows<decltype(n)::value>(out + r * in_f, grad + r * out_f, weight, in_f, out_f);
       });
     }
   });
