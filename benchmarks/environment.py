@@ -6,14 +6,52 @@ import datetime
 import platform
 import re
 import subprocess
+from pathlib import Path
 
 import torch
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what platform knows. Figures from
+    different VMs of the same size differ by more than most A/B effects: record which."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_caches() -> str | None:
+    """CPU 0's data and unified caches from sysfs, e.g. "L1d 48K, L2 2048K, L3 307200K"
+    (None off Linux): a VM's model name is often generic, its caches tell VMs apart."""
+    caches = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            level, kind, size = ((index / f).read_text().strip() for f in ("level", "type", "size"))
+        except OSError:
+            continue
+        if kind != "Instruction":
+            caches.append(f"L{level}{'d' if kind == 'Data' else ''} {size}")
+    return ", ".join(caches) or None
 
 
 def device_name(device: str) -> str:
     if device == "cuda":
         return torch.cuda.get_device_name()
-    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def cpu_kernels_isa() -> str | None:
+    """The ISA of se_kernels' CPU kernels in use, None where they are not built."""
+    from se_kernels.backends import BackendUnavailableError, cpu_isa
+
+    try:
+        return cpu_isa()
+    except (BackendUnavailableError, RuntimeError):
+        return None
 
 
 def device_slug(device: str) -> str:
@@ -47,7 +85,10 @@ def metadata(device: str) -> dict:
         "triton": triton_version,
         "cuda": torch.version.cuda,
         "threads": torch.get_num_threads(),
+        "cpu_caches": cpu_caches(),
         "git_commit": git_commit(),
         "se_kernels_backends": se_kernels.available_backends(device),
+        "se_kernels_cpu_isa": cpu_kernels_isa(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
     }
