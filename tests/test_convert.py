@@ -128,8 +128,14 @@ def test_train_gradients_match_exactly_in_float64(name):
     original = build(name, train=True).double()
     converted = convert(original, "reference")
     x = inputs("cpu", torch.float64)
-    torch.testing.assert_close(_train_grads(converted, x), _train_grads(original, x),
-                               rtol=1e-9, atol=1e-12)
+    want = _train_grads(original, x)
+    # Rounding only, relative to the largest gradient: ATen's float64 kernels sum in an
+    # order that depends on the CPU, and train-mode BatchNorms over 2 samples amplify it
+    # (ReXNet-100 on an Intel Xeon VM: 1.6e-11 at most against a largest gradient of 5.8,
+    # one of 4.8M elements past a fixed atol of 1e-12; the reference backend runs ATen
+    # ops only). A wrong mapping moves gradients by far more than 1e-11 of the largest.
+    torch.testing.assert_close(_train_grads(converted, x), want, rtol=1e-9,
+                               atol=1e-11 * want.abs().max().item())
 
 
 def check_whole_model(original: nn.Module, allowed_left: str = "add+relu") -> nn.Module:
