@@ -120,13 +120,15 @@ struct BackwardKernel {
     // dL/d(gate input), written straight into the output it ends up in.
     float* d_logit = (p.has_fc2 ? grad_fc2 : grad_fc1) + n0 * p.C;
     gate_rows(scale + n0 * p.C, gate_in + n0 * p.C, rows * p.C, o.gate, o.gain);  // as forward's
-    for (int64_t n = n0; a.phase != Phase::Excite && n < n1; ++n) {
-      for (int64_t c = 0; c < p.C; ++c) {
-        const float z = gate_in[n * p.C + c];
-        float ds = 0.0f;
-        for (int64_t s = 0; s < n_splits; ++s) ds += d_part[(n * n_splits + s) * p.C + c];
-        d_logit[(n - n0) * p.C + c] = ds * o.gain * gate_grad(z, o.gate);
+    if (a.phase != Phase::Excite) {
+      for (int64_t n = n0; n < n1; ++n) {
+        for (int64_t c = 0; c < p.C; ++c) {
+          float ds = 0.0f;
+          for (int64_t s = 0; s < n_splits; ++s) ds += d_part[(n * n_splits + s) * p.C + c];
+          d_logit[(n - n0) * p.C + c] = ds;
+        }
       }
+      gate_grad_rows(d_logit, gate_in + n0 * p.C, rows * p.C, o.gate, o.gain);
     }
     float* dz1 = grad_fc1 + n0 * p.R1;
     if (p.has_fc2 && a.phase != Phase::Excite) {
