@@ -42,12 +42,15 @@ std::vector<int64_t> cuda_plan(const std::vector<at::Tensor>& tensors, int64_t r
           cuda::kRChunk, cuda::kThreads};
 }
 
-// [per_sample, cblock, n_cblocks, n_splits, hw_per_split] at the current thread count.
+// [per_sample, cblock, n_cblocks, n_splits, hw_per_split, parallel_stages] at the current
+// thread count (parallel_stages: cpu::parallel_loops).
 std::vector<int64_t> cpu_plan(const at::Tensor& x, int64_t r1, bool has_fc2, bool allow_split) {
   const Problem p = problem_of(x, r1, has_fc2);
+  const int64_t threads = at::get_num_threads();
   const cpu::Plan plan = cpu::make_plan(p, cpu::choose_channels_last(x), x.element_size(),
-                                        allow_split, at::get_num_threads());
-  return {plan.per_sample, plan.cblock, plan.n_cblocks, plan.n_splits, plan.hw_per_split};
+                                        allow_split, threads);
+  return {plan.per_sample, plan.cblock,       plan.n_cblocks,
+          plan.n_splits,   plan.hw_per_split, cpu::parallel_loops(p, plan, threads)};
 }
 
 }  // namespace

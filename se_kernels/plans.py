@@ -26,6 +26,9 @@ class KernelPath:
     n_tiles: HW tiles of the streaming kernels (CUDA and Triton).
     r_chunks: passes over the FC rows in the streaming kernels (CUDA: kRChunk rows per
         pass; Triton: BLOCK_R). per_sample: the CPU runs all stages per sample.
+    parallel_stages: CPU only, of the forward's parallel loops (reduce, FC, stream; one
+        in the per-sample plan) those with enough work for a second thread (0: the whole
+        call runs on the calling thread, with no parallel region).
     """
 
     backend: str
@@ -37,6 +40,7 @@ class KernelPath:
     per_sample: bool = False
     block_c: int = 0
     threads: int = 0  # CUDA threads per CTA
+    parallel_stages: int = 0
 
 
 def cuda_sm_count(backend: str, x: torch.Tensor) -> int:
@@ -63,10 +67,10 @@ def kernel_path(backend: str, x: torch.Tensor, r1: int, has_fc2: bool, pool: str
         path = cuda_plan(x, r1, has_fc2, pool, sms, others)
         return KernelPath(backend, **{k: v for k, v in vars(path).items() if k != "backend"})
     if backend == "cpu":
-        per_sample, _cblock, n_cblocks, n_splits, _hws = torch.ops.se_kernels.cpu_plan(
+        per_sample, _cblock, n_cblocks, n_splits, _hws, parallel = torch.ops.se_kernels.cpu_plan(
             x, r1, has_fc2, pool == "avg")
         return KernelPath("cpu", n_cblocks=n_cblocks, n_splits=n_splits,
-                          per_sample=bool(per_sample))
+                          per_sample=bool(per_sample), parallel_stages=parallel)
     if backend == "triton":
         from .triton.launch import plan_for
 

@@ -86,10 +86,10 @@ def test_bitwise_deterministic(backend, case):
 
 
 @pytest.mark.parametrize("case", [
-    Case(N=1, C=5, H=40, W=40, R=2),  # HW split (the CPU splits whatever its thread count)
-    Case(N=8, C=16, H=6, W=6, R=4, layout="channels_last", pool="avgmax"),  # per sample
+    Case(N=1, C=5, H=128, W=128, R=2),  # HW split (the CPU splits whatever its thread count)
+    Case(N=8, C=16, H=24, W=24, R=4, layout="channels_last", pool="avgmax"),  # per sample
     # FC2 on 16-output tiles (R <= 64) with a tail tile and a tail k block, FC1 as dot
-    # products (C > 64); the FC stage gets 6 rows on one thread, 2 per task on three
+    # products (C > 64); the FC stage gets 6 rows on one thread, 3 + 3 on three (its grain)
     Case(N=6, C=100, H=3, W=3, R=40, layout="channels_last"),
     # the wide FCs and their input gradients take rows four at a time (AVX-512): 4 + 3
     # rows on one thread, 3 + 3 + 1 on three, every row-block size against another
@@ -102,8 +102,11 @@ def test_cpu_result_does_not_depend_on_thread_count(case):
     give bitwise-identical results: y, the input gradient, and the weight and bias
     gradients (the fc_grads op: each output summed over the batch in order, whichever
     thread computes it; ATen's matmul, used before, changed bits with the thread count for
-    [100, 6] @ [6, 40])."""
+    [100, 6] @ [6, 40]). Every case is big enough that three threads do split a stage
+    (small work stays on the calling thread: see the plan's grains)."""
     from conftest import require_backend
+
+    from se_kernels.plans import kernel_path
 
     require_backend("cpu")
     before = torch.get_num_threads()
@@ -111,6 +114,9 @@ def test_cpu_result_does_not_depend_on_thread_count(case):
     def run(threads):
         torch.set_num_threads(threads)
         inputs = make_inputs(case, "cpu", seed=5)
+        if threads > 1:
+            path = kernel_path("cpu", inputs.x, case.R, case.two_fc, case.pool)
+            assert path.parallel_stages > 0, path
         y = run_se(inputs, case, "cpu")
         g = torch.randn(y.shape, generator=torch.Generator().manual_seed(6)).to(y)
         grads = dict(zip(["x", "w1", "b1", "w2", "b2"], torch.autograd.grad(y, inputs.params, g)))

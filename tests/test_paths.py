@@ -96,3 +96,28 @@ def assert_path(path: Path, case: Case, backend: str) -> None:
 def test_path(backend, path, case):
     assert_path(path, case, backend)
     check_against_reference(case, backend)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_cpu_small_work_stays_on_the_calling_thread(threads):
+    """The CPU plan's grains: a tiny layer runs every stage on the calling thread (a parallel
+    region costs a few us, more than its whole stage), a real layer splits each stage."""
+    from conftest import require_backend
+
+    require_backend("cpu")
+
+    def parallel_stages(n, c, hw, r, layout=torch.contiguous_format):
+        x = torch.empty(n, c, hw, hw).to(memory_format=layout)
+        return kernel_path("cpu", x, r, True, "avg").parallel_stages
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        assert parallel_stages(1, 72, 2, 24) == 0  # the overhead benchmark's layer
+        assert parallel_stages(8, 64, 2, 16, torch.channels_last) == 0
+        assert parallel_stages(8, 16, 6, 4) == 0  # per-sample plan, 576-element samples
+        # EfficientNet-B0's last SE layer at batch 8: reduce, FC and stream stages
+        assert parallel_stages(8, 1152, 7, 48, torch.channels_last) == 3
+        assert parallel_stages(8, 240, 14, 10) == 1  # per-sample plan, one loop
+    finally:
+        torch.set_num_threads(before)

@@ -14,13 +14,11 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "plan.h"
 #include "vec_io.h"
 
 namespace se_kernels::cpu {
 
-// Below this a GEMM stays on one thread. Low: at batch 1 an FC is a cold read of its
-// weights (1.8 MB in MobileNetV3's last layers), faster on both cores than on one.
-constexpr int64_t kParallelMacs = 1 << 15;
 // Inputs this short (FC2's R) are multiplied against 16-output tiles of the transposed
 // weight: a dot product that short is mostly its horizontal sum.
 constexpr int64_t kNarrowMaxIn = 64;
@@ -133,7 +131,7 @@ inline void linear(float* out, const float* in, const float* weight, const float
                    int64_t rows, int64_t in_f, int64_t out_f) {
   if (in_f <= kNarrowMaxIn) {
     const int64_t tiles = (out_f + kTileOut - 1) / kTileOut;
-    const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(1, rows * in_f * kTileOut));
+    const int64_t grain = grain_for(rows * in_f * kTileOut, kParallelMacs);
     at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t j0 = t * kTileOut;
@@ -142,7 +140,7 @@ inline void linear(float* out, const float* in, const float* weight, const float
     });
     return;
   }
-  const int64_t grain = std::max<int64_t>(1, kParallelMacs / std::max<int64_t>(1, rows * in_f));
+  const int64_t grain = grain_for(rows * in_f, kParallelMacs);
   at::parallel_for(0, out_f, grain, [&](int64_t j0, int64_t j1) {
     linear_wide_outputs(out, in, weight, bias, rows, in_f, out_f, j0, j1);
   });
@@ -200,8 +198,7 @@ inline void input_grad_rows(float* out, const float* grad, const float* weight, 
 inline void linear_input_grad(float* out, const float* grad, const float* weight, int64_t rows,
                               int64_t in_f, int64_t out_f) {
   const int64_t passes = (rows + kRowsPerPass - 1) / kRowsPerPass;
-  const int64_t macs_per_pass = std::max<int64_t>(1, kRowsPerPass * out_f * in_f);
-  const int64_t grain = std::max<int64_t>(1, kParallelMacs / macs_per_pass);
+  const int64_t grain = grain_for(kRowsPerPass * out_f * in_f, kParallelMacs);
   at::parallel_for(0, passes, grain, [&](int64_t p0, int64_t p1) {
     for (int64_t r = p0 * kRowsPerPass; r < std::min(rows, p1 * kRowsPerPass); r += kRowsPerPass) {
       with_row_count(std::min(kRowsPerPass, rows - r), [&](auto n) {

@@ -19,9 +19,8 @@ namespace se_kernels::cpu {
 template <typename K>
 void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last, Phase phase) {
   const int64_t rows_per_sample = channels_last ? p.HW : p.C;
-  const int64_t row_len = channels_last ? p.C : p.HW;
   if (plan.per_sample) {
-    at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, p.N, plan.sample_grain, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         k.reduce(n, 0, p.C, 0, 0, p.HW);
         k.sample_range(n, n + 1);
@@ -30,8 +29,8 @@ void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last, Ph
     });
     return;
   }
-  const int64_t tasks = phase == Phase::Excite ? 0 : p.N * plan.n_cblocks * plan.n_splits;
-  at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+  const int64_t tasks = phase == Phase::Excite ? 0 : plan.reduce_tasks;
+  at::parallel_for(0, tasks, plan.reduce_grain, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t split = t % plan.n_splits, cb = (t / plan.n_splits) % plan.n_cblocks;
       const int64_t n = t / (plan.n_splits * plan.n_cblocks);
@@ -40,16 +39,13 @@ void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last, Ph
                std::min(hw0 + plan.hw_per_split, p.HW));
     }
   });
-  // The FC stage: across samples when there are enough for every thread (each sample's
-  // maths is independent, so this changes no bits), else the GEMMs split inside.
-  if (p.N > 1 && p.N >= at::get_num_threads()) {
-    at::parallel_for(0, p.N, 1, [&](int64_t n0, int64_t n1) { k.sample_range(n0, n1); });
+  if (fc_across_samples(p, at::get_num_threads())) {
+    at::parallel_for(0, p.N, plan.fc_grain, [&](int64_t n0, int64_t n1) { k.sample_range(n0, n1); });
   } else {
     k.sample_range(0, p.N);
   }
   if (phase == Phase::Squeeze) return;
-  const int64_t grain = std::max<int64_t>(1, kStreamGrain / row_len);
-  at::parallel_for(0, p.N * rows_per_sample, grain,
+  at::parallel_for(0, plan.stream_rows, plan.stream_grain,
                    [&](int64_t r0, int64_t r1) { k.stream(r0, r1); });
 }
 
