@@ -119,8 +119,10 @@ struct BackwardKernel {
     const int64_t rows = n1 - n0;
     // dL/d(gate input), written straight into the output it ends up in.
     float* d_logit = (p.has_fc2 ? grad_fc2 : grad_fc1) + n0 * p.C;
-    gate_rows(scale + n0 * p.C, gate_in + n0 * p.C, rows * p.C, o.gate, o.gain);  // as forward's
-    if (a.phase != Phase::Excite) {
+    // The scale as forward's gate_rows computes it, and with it (one sigmoid) dL/dlogit.
+    if (a.phase == Phase::Excite) {
+      gate_rows(scale + n0 * p.C, gate_in + n0 * p.C, rows * p.C, o.gate, o.gain);
+    } else {
       for (int64_t n = n0; n < n1; ++n) {
         for (int64_t c = 0; c < p.C; ++c) {
           float ds = 0.0f;
@@ -128,7 +130,7 @@ struct BackwardKernel {
           d_logit[(n - n0) * p.C + c] = ds;
         }
       }
-      gate_grad_rows(d_logit, gate_in + n0 * p.C, rows * p.C, o.gate, o.gain);
+      gate_and_grad_rows(scale + n0 * p.C, d_logit, gate_in + n0 * p.C, rows * p.C, o.gate, o.gain);
     }
     float* dz1 = grad_fc1 + n0 * p.R1;
     if (p.has_fc2 && a.phase != Phase::Excite) {
