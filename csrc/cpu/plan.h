@@ -39,7 +39,9 @@ struct Plan {
   bool per_sample;  // one task per sample runs all three stages
   int64_t cblock, n_cblocks;
   int64_t n_splits, hw_per_split;
-  int64_t reduce_tasks, stream_rows;  // (sample, channel block, split) tasks; stream rows
+  int64_t reduce_tasks;  // (sample, channel block, split) tasks
+  // Stream rows: (n, c) pairs for NCHW, (n, hw) pairs for channels_last.
+  int64_t rows_per_sample, stream_rows;
   // Grains, in samples (per-sample plan, FC stage), reduce tasks and stream rows. Which
   // thread runs a task never changes a sum's order, so the grains change no bits.
   int64_t sample_grain, reduce_grain, fc_grain, stream_grain;
@@ -66,7 +68,8 @@ inline Plan make_plan(const Problem& p, bool channels_last, int64_t element_size
   plan.n_splits = (p.HW + plan.hw_per_split - 1) / plan.hw_per_split;
   const int64_t row_len = channels_last ? p.C : p.HW;
   plan.reduce_tasks = p.N * plan.n_cblocks * plan.n_splits;
-  plan.stream_rows = p.N * (channels_last ? p.HW : p.C);
+  plan.rows_per_sample = channels_last ? p.HW : p.C;
+  plan.stream_rows = p.N * plan.rows_per_sample;
   plan.sample_grain = grain_for(p.C * p.HW, kStreamGrain);
   plan.reduce_grain = grain_for(plan.cblock * plan.hw_per_split, kStreamGrain);
   plan.fc_grain = grain_for((p.has_fc2 ? 2 : 1) * p.R1 * p.C, kParallelMacs);

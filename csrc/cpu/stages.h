@@ -13,18 +13,17 @@ namespace se_kernels::cpu {
 
 // Runs the three stages of a kernel K, which provides
 //   reduce(n, c0, c1, split, hw0, hw1), sample_range(n0, n1) and stream(row0, row1),
-// where stream rows are (n, c) pairs for NCHW and (n, hw) pairs for channels_last. A
-// split phase runs its side only (the kernel's sample_range knows which half of the FC
-// maths); its plan is never per_sample.
+// with stream rows as the plan counts them (Plan::rows_per_sample). A split phase runs its
+// side only (the kernel's sample_range knows which half of the FC maths); its plan is never
+// per_sample.
 template <typename K>
-void run_stages(K& k, const Problem& p, const Plan& plan, bool channels_last, Phase phase) {
-  const int64_t rows_per_sample = channels_last ? p.HW : p.C;
+void run_stages(K& k, const Problem& p, const Plan& plan, Phase phase) {
   if (plan.per_sample) {
     at::parallel_for(0, p.N, plan.sample_grain, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         k.reduce(n, 0, p.C, 0, 0, p.HW);
         k.sample_range(n, n + 1);
-        k.stream(n * rows_per_sample, (n + 1) * rows_per_sample);
+        k.stream(n * plan.rows_per_sample, (n + 1) * plan.rows_per_sample);
       }
     });
     return;
@@ -54,7 +53,7 @@ template <template <typename> class Kernel, typename Args>
 void run_kernel(const Args& args) {
   with_dtype(args.dtype, [&](auto tag) {
     Kernel<typename decltype(tag)::type> k{.a = args};
-    run_stages(k, args.problem, args.plan, args.channels_last, args.phase);
+    run_stages(k, args.problem, args.plan, args.phase);
   });
 }
 
